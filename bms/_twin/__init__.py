@@ -1,0 +1,1 @@
+"""NumPy twins of the compiled kernels (the readable specification and test oracle)."""

@@ -1,0 +1,1 @@
+"""The scenario harness: drives, vehicle model, runner, reports, CLI."""
