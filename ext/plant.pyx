@@ -101,6 +101,8 @@ cdef class PlantKernel:
     cdef double* r1_now
     cdef double* r2_now
     cdef double* dudt_now
+    cdef double* cap_seen
+    cdef double* inv_cap
     cdef double* hv_now
     cdef double* t_surf_old
     cdef double* e_grp
@@ -154,6 +156,8 @@ cdef class PlantKernel:
         self.r2_now = dptr(np.zeros(n), n, "scratch", owners)
         self.t_surf_old = dptr(np.zeros(n), n, "scratch", owners)
         self.dudt_now = dptr(np.zeros(n), n, "scratch", owners)
+        self.cap_seen = dptr(np.zeros(n), n, "scratch", owners)
+        self.inv_cap = dptr(np.zeros(n), n, "scratch", owners)
         self.hv_now = dptr(np.zeros(n), n, "scratch", owners)
         self.e_grp = dptr(np.zeros(ns), ns, "scratch", owners)
         self.z_grp = dptr(np.zeros(ns), ns, "scratch", owners)
@@ -288,7 +292,16 @@ cdef class PlantKernel:
         # pass 2: cell currents, electrical states, heat, temperatures
         cdef double v_pack = 0.0, i_sign_eps, q_core, q_surf, inv_q
         cdef double ac = self.c_core / dt, as_ = self.c_surf / dt
-        cdef double d, rhs_c, rhs_s, inv_det, tc, ts
+        cdef double rhs_c, rhs_s, tc, ts
+        cdef double* cap_seen = self.cap_seen
+        cdef double* inv_cap = self.inv_cap
+        # the 2x2 thermal system of a cell differs only by its number of neighbours (0, 1 or 2)
+        cdef double d_nb[3]
+        cdef double inv_det_nb[3]
+        cdef int n_nb
+        for n_nb in range(3):
+            d_nb[n_nb] = as_ + g_cs + g_sc + g_nb * n_nb
+            inv_det_nb[n_nb] = 1.0 / ((ac + g_cs) * d_nb[n_nb] - g_cs * g_cs)
         cdef double sig = SIGN_C_RATE, gamma_dt = gamma * dt / 3600.0, dt_h = dt / 3600.0
         pos_in_module = 0
         for g in range(ns):
@@ -314,7 +327,10 @@ cdef class PlantKernel:
                           + v_g * v_g * g_short[k])
                 v1[k] = a1 * v1[k] + b1 * r1 * i
                 v2[k] = a2 * v2[k] + b2 * r2 * i
-                inv_q = 1.0 / cap[k]
+                if cap[k] != cap_seen[k]:  # capacities change rarely (fade); divide only then
+                    cap_seen[k] = cap[k]
+                    inv_cap[k] = 1.0 / cap[k]
+                inv_q = inv_cap[k]
                 dq = i * dt_h
                 if i < 0:
                     dq = dq * ce
@@ -333,20 +349,19 @@ cdef class PlantKernel:
                 q_cell[k] = q_core
                 # thermal: backward Euler on (core, surface), neighbour surfaces from the previous step
                 rhs_s = as_ * ts_old[k] + g_sc * coolant_C + q_surf
-                d = as_ + g_cs + g_sc
+                n_nb = 0
                 if pos_in_module > 0:
-                    d = d + g_nb
+                    n_nb = 1
                     rhs_s = rhs_s + g_nb * ts_old[k - 1]
                 if pos_in_module < cpm - 1:
-                    d = d + g_nb
+                    n_nb = n_nb + 1
                     rhs_s = rhs_s + g_nb * ts_old[k + 1]
                     pos_in_module = pos_in_module + 1
                 else:
                     pos_in_module = 0
                 rhs_c = ac * T + q_core
-                inv_det = 1.0 / ((ac + g_cs) * d - g_cs * g_cs)
-                tc = (rhs_c * d + g_cs * rhs_s) * inv_det
-                ts = (g_cs * rhs_c + (ac + g_cs) * rhs_s) * inv_det
+                tc = (rhs_c * d_nb[n_nb] + g_cs * rhs_s) * inv_det_nb[n_nb]
+                ts = (g_cs * rhs_c + (ac + g_cs) * rhs_s) * inv_det_nb[n_nb]
                 t_core[k] = tc
                 t_surf[k] = ts
         self.scalars[I_PACK_V] = v_pack
