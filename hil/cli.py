@@ -6,9 +6,9 @@ import sys
 
 from bms.errors import BmsError
 
-from .commands import cycles, run
+from .commands import cycles, dbc, run, serve
 
-SUBCOMMANDS = [run, cycles]
+SUBCOMMANDS = [run, cycles, serve, dbc]
 
 
 def build_parser() -> argparse.ArgumentParser:

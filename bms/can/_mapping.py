@@ -1,0 +1,236 @@
+"""What the BMS puts in each of its frames, and what each received frame asks of it.
+
+Only what the BMS measures (``emulator.sensors``), estimates (``emulator.estimator``) or decides
+(``emulator.bms``) goes on the bus, never the plant's truth.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = ["Publisher", "dtc_number", "fault_level"]
+
+
+def _level(value) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _dtc_active(dtc) -> bool:
+    active = getattr(dtc, "active", None)
+    if active is not None:
+        return bool(active)
+    status = getattr(dtc, "status", None)
+    if status is None:
+        return True
+    if isinstance(status, str):
+        return status.lower() in ("active", "confirmed", "pending")
+    name = getattr(status, "name", "")
+    if name:
+        return name.upper() in ("ACTIVE", "CONFIRMED", "PENDING")
+    try:
+        return bool(int(status) & 0x01)  # ISO 14229 bit 0: testFailed
+    except (TypeError, ValueError):
+        return True
+
+
+def fault_level(bms) -> int:
+    """Highest fault level: the BMS's own attribute if it has one, else the highest active DTC's."""
+    for attr in ("fault_level", "level"):
+        value = getattr(bms, attr, None)
+        if value is not None and not callable(value):
+            return _level(value)
+    levels = [_level(getattr(d, "level", 0)) for d in getattr(bms, "dtcs", ()) if _dtc_active(d)]
+    return max(levels, default=0)
+
+
+_LETTERS = {"P": 0, "C": 1, "B": 2, "U": 3}
+
+
+def dtc_number(code) -> int:
+    """A DTC as its 3-byte number: ints as they are; "P0A7F" (SAE J2012) as 2 bytes + failure type 0;
+    "P0A7F-1C" with its failure-type byte."""
+    if isinstance(code, (int, np.integer)):
+        return int(code) & 0xFFFFFF
+    text = str(code).strip().upper()
+    ftb = 0
+    if "-" in text:
+        text, _, tail = text.partition("-")
+        try:
+            ftb = int(tail, 16) & 0xFF
+        except ValueError:
+            ftb = 0
+    if len(text) == 5 and text[0] in _LETTERS:
+        try:
+            return (_LETTERS[text[0]] << 22) | (int(text[1:], 16) << 8) | ftb
+        except ValueError:
+            pass
+    try:
+        return int(text, 0) & 0xFFFFFF
+    except ValueError:
+        return 0xFFFFFF
+
+
+def _dtc_status_byte(dtc) -> int:
+    status = getattr(dtc, "status", None)
+    if isinstance(status, (int, np.integer)):
+        return int(status) & 0xFF
+    # ISO 14229: bit 0 testFailed (active now), bit 2 pendingDTC, bit 3 confirmedDTC
+    text = str(getattr(status, "name", status) or "").lower()
+    return (0x01 if _dtc_active(dtc) else 0) | (0x04 if text == "pending" else 0) | (
+        0x08 if text == "confirmed" else 0)
+
+
+def _f(x) -> float:
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return math.nan
+    return x
+
+
+class Publisher:
+    """Builds each TX message's signal values from the emulator's BMS-side state."""
+
+    def __init__(self, node, emulator, codec):
+        self.node = node
+        self.emulator = emulator
+        self.codec = codec
+        params = emulator.pack.params
+        self.n_series = params.n_series
+        self.charge_voltage_V = params.cell.voltage_max_V * params.n_series
+        self._handlers = {
+            "BMS_Status": self.status, "BMS_PackMeasurements": self.pack, "BMS_Limits": self.limits,
+            "BMS_CellVoltageStats": self.cell_stats, "BMS_TemperatureStats": self.temperature_stats,
+            "BMS_SOC": self.soc, "BMS_Faults": self.faults, "BMS_SOP": self.sop,
+            "BMS_ChargeRequest": self.charge_request, "BMS_CellVoltages": self.cell_voltages,
+            "BMS_CellTemperatures": self.cell_temperatures,
+        }
+
+    def handler(self, name: str):
+        return self._handlers.get(name)
+
+    def pages(self, name: str) -> tuple:
+        message = self.codec[name]
+        if name == "BMS_CellVoltages":
+            per = len(message.signal_names(message.pages[0]))
+            return tuple(message.pages[: math.ceil(self.n_series / per)])
+        if name == "BMS_CellTemperatures":
+            per = len(message.signal_names(message.pages[0]))
+            n = len(self.emulator.sensors.temperature_C)
+            return tuple(message.pages[: math.ceil(n / per)])
+        if name == "BMS_SOP":
+            sop = getattr(getattr(self.emulator, "estimator", None), "sop", None)
+            count = len(getattr(sop, "discharge_current_A", ())) if sop is not None else 0
+            return tuple(message.pages[: max(1, min(count, len(message.pages)))])
+        return message.pages
+
+    # --- 10 ms ---------------------------------------------------------------------------------------
+    def status(self, page=None) -> dict:
+        e, node = self.emulator, self.node
+        bms = e.bms
+        feedback = e.sensors.contactor_feedback
+        limits = bms.limits
+        balancing = getattr(bms, "balancing", None)
+        if balancing is None:
+            balancing = e.pack.state.balancing  # the BMS's own bleed command, not a measurement of the truth
+        return {
+            "BmsState": int(bms.state), "FaultLevel": fault_level(bms), "FaultLatched": int(bool(bms.latched)),
+            "ContactorMainPositive": int(feedback[0] > 0.5), "ContactorMainNegative": int(feedback[1] > 0.5),
+            "ContactorPrecharge": int(feedback[2] > 0.5),
+            "DischargeAllowed": int(_f(limits.discharge_current_A) > 0),
+            "ChargeAllowed": int(_f(limits.charge_current_A) > 0),
+            "BalancingActive": int(bool(np.any(balancing))),
+            "ChargerConnected": int(node.charger_connected), "CommFault": int(node.comm_fault_active),
+            "StateRequestEcho": int(node.last_request), "ActiveDtcCount": len(bms.dtcs),
+        }
+
+    def pack(self, page=None) -> dict:
+        s = self.emulator.sensors
+        return {"PackVoltage": s.pack_voltage_V, "LinkVoltage": s.link_voltage_V, "PackCurrent": s.current_A}
+
+    def limits(self, page=None) -> dict:
+        lim = self.emulator.bms.limits
+        return {"DischargeCurrentLimit": _f(lim.discharge_current_A), "ChargeCurrentLimit": _f(lim.charge_current_A),
+                "DischargePowerLimit": _f(lim.discharge_power_W) / 1000.0,
+                "ChargePowerLimit": _f(lim.charge_power_W) / 1000.0}
+
+    def cell_voltages(self, page) -> dict:
+        message = self.codec["BMS_CellVoltages"]
+        names = message.signal_names(page)
+        k = len(names) * page
+        values = self.emulator.sensors.cell_voltage_V[k:k + len(names)].tolist()
+        values += [0.0] * (len(names) - len(values))
+        return dict(zip(names, values))
+
+    # --- slower ------------------------------------------------------------------------------------------
+    def cell_stats(self, page=None) -> dict:
+        v = self.emulator.sensors.cell_voltage_V
+        lo, hi = int(np.argmin(v)), int(np.argmax(v))
+        return {"CellVoltageMin": float(v[lo]), "CellVoltageMax": float(v[hi]), "CellVoltageMinIndex": lo,
+                "CellVoltageMaxIndex": hi, "CellVoltageMean": float(v.mean())}
+
+    def temperature_stats(self, page=None) -> dict:
+        e = self.emulator
+        t = e.sensors.temperature_C
+        lo, hi = int(np.argmin(t)), int(np.argmax(t))
+        out = {"TemperatureMin": float(t[lo]), "TemperatureMax": float(t[hi]), "TemperatureMinIndex": lo,
+               "TemperatureMaxIndex": hi, "CoreTemperatureMax": 0.0, "CoreTemperatureMaxIndex": 0,
+               "CoreTemperatureValid": 0}
+        core = getattr(getattr(e, "estimator", None), "core_temp_C", None)
+        if core is not None and np.size(core):
+            core = np.asarray(core, dtype=float).ravel()
+            k = int(np.nanargmax(core)) if np.any(np.isfinite(core)) else 0
+            out.update(CoreTemperatureMax=float(core[k]), CoreTemperatureMaxIndex=k, CoreTemperatureValid=1)
+        return out
+
+    def soc(self, page=None) -> dict:
+        est = getattr(self.emulator, "estimator", None)
+        if est is None:
+            return {"SOC": 0.0, "SOCMin": 0.0, "SOCMax": 0.0, "EnergyRemaining": 0.0, "SOCValid": 0}
+        return {"SOC": 100.0 * _f(est.pack_soc), "SOCMin": 100.0 * _f(est.soc_min),
+                "SOCMax": 100.0 * _f(est.soc_max), "EnergyRemaining": _f(getattr(est, "energy_remaining_kWh", 0.0)),
+                "SOCValid": 1}
+
+    def faults(self, page=None) -> dict:
+        bms = self.emulator.bms
+        return {"FaultLevelMax": fault_level(bms), "FaultsLatched": int(bool(bms.latched)),
+                "WarningFlags": int(bms.warning_flags) & 0xFFFFFF, "ErrorFlags": int(bms.error_flags) & 0xFFFFFF}
+
+    def sop(self, page) -> dict:
+        message = self.codec["BMS_SOP"]
+        names = message.signal_names(page)
+        sop = getattr(getattr(self.emulator, "estimator", None), "sop", None)
+        if sop is None:
+            return dict.fromkeys(names, 0.0)
+        values = (_f(sop.discharge_current_A[page]), _f(sop.charge_current_A[page]),
+                  _f(sop.discharge_power_W[page]) / 1000.0, _f(sop.charge_power_W[page]) / 1000.0)
+        return dict(zip(names, values))
+
+    def charge_request(self, page=None) -> dict:
+        bms = self.emulator.bms
+        charging = int(bms.state) == 4  # BmsState.CHARGING
+        current = _f(bms.limits.charge_current_A) if charging else 0.0
+        return {"ChargeVoltageRequest": self.charge_voltage_V, "ChargeCurrentRequest": max(current, 0.0),
+                "ChargeEnable": int(charging and current > 0)}
+
+    def cell_temperatures(self, page) -> dict:
+        message = self.codec["BMS_CellTemperatures"]
+        names = message.signal_names(page)
+        k = len(names) * page
+        values = self.emulator.sensors.temperature_C[k:k + len(names)].tolist()
+        values += [-50.0] * (len(names) - len(values))
+        return dict(zip(names, values))
+
+    # --- diagnostics ---------------------------------------------------------------------------------------
+    def read_dtc(self, index: int) -> dict:
+        dtcs = list(self.emulator.bms.dtcs)
+        if not 0 <= index < len(dtcs):
+            return {"DiagResponse": 0x7F, "Negative_Service": 0x19, "Negative_Code": 0x31}
+        dtc = dtcs[index]
+        return {"DiagResponse": 0x59, "ReadDtc_Index": index, "ReadDtc_Count": len(dtcs),
+                "ReadDtc_Code": dtc_number(getattr(dtc, "code", 0)), "ReadDtc_Status": _dtc_status_byte(dtc),
+                "ReadDtc_Level": _level(getattr(dtc, "level", 0)) & 3}

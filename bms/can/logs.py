@@ -1,0 +1,253 @@
+"""Logs of the node's traffic and its cycle-time statistics.
+
+``LogWriter`` writes frames with python-can's writers, chosen by file extension (``.blf``, ``.asc``,
+``.log`` candump, ``.csv``, ``.trc``, ``.txt``; ``.mf4`` with the optional ``asammdf``), from one
+background thread, so file I/O never delays the schedule. The node hands it one batch of frames per tick;
+``stop()`` flushes, closes every file and joins the thread, also after an error, and re-raises any
+error the thread met.
+
+``CycleStats`` keeps, per message and direction, the deviation of every interval between two frames from
+the message's nominal period: count, mean interval, mean/p99/max |deviation|. p99 comes from a 1 us
+histogram (exact for the lockstep clock, where every deviation is 0), the maximum is exact.
+"""
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import can
+
+from ..errors import BmsError
+
+__all__ = ["LogWriter", "LogError", "CycleStats", "MessageStats", "SUPPORTED_LOG_SUFFIXES", "open_writer"]
+
+SUPPORTED_LOG_SUFFIXES = (".blf", ".asc", ".log", ".csv", ".trc", ".txt", ".mf4")
+_HIST_BINS = 20_001  # 1 us bins up to 20 ms; larger deviations land in the last bin (the max stays exact)
+
+
+class LogError(BmsError):
+    """A log file cannot be opened or written: which file and why."""
+
+
+def open_writer(path: str | Path, **kwargs):
+    """A python-can writer for ``path`` by its extension (``.gz`` for compressed text formats)."""
+    path = Path(path)
+    suffixes = [s.lower() for s in path.suffixes]
+    suffix = suffixes[-2] if suffixes and suffixes[-1] == ".gz" and len(suffixes) > 1 else (
+        suffixes[-1] if suffixes else "")
+    if suffix not in SUPPORTED_LOG_SUFFIXES:
+        raise LogError(f"{path}: expected a log file ending in one of {', '.join(SUPPORTED_LOG_SUFFIXES)}, "
+                       f"found {suffix or 'no extension'!r}")
+    if path.parent and not path.parent.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return can.Logger(str(path), **kwargs)
+    except ImportError as exc:
+        raise LogError(f"{path}: the {suffix} writer needs an optional package ({exc}); "
+                       f"for MF4 install assb-bms-emulator[mf4]") from exc
+    except (OSError, ValueError) as exc:
+        raise LogError(f"{path}: cannot open for writing: {exc}") from exc
+
+
+class LogWriter:
+    """Writes batches of ``can.Message`` to one or more files from a background thread.
+
+    ``block=True`` (lockstep) makes ``write`` wait when ``max_batches`` are queued, so a fast producer never
+    outruns the disk; ``block=False`` (wall clock) never waits: a batch that does not fit is dropped and
+    counted in ``dropped_frames``.
+    """
+
+    def __init__(self, paths, *, block: bool = True, max_batches: int = 1000, **writer_kwargs):
+        if isinstance(paths, (str, os.PathLike)):
+            paths = [paths]
+        self.paths = [Path(p) for p in paths]
+        self.block = block
+        self.frames = 0
+        self.dropped_frames = 0
+        self._queue: queue.Queue = queue.Queue(maxsize=max_batches)
+        self._writers = []
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+        try:
+            for path in self.paths:
+                self._writers.append(open_writer(path, **writer_kwargs))
+        except BaseException:
+            for writer in self._writers:
+                _quiet_stop(writer)
+            raise
+
+    def start(self) -> "LogWriter":
+        if self._thread is None and self._writers:
+            self._thread = threading.Thread(target=self._run, name="bms-can-log-writer", daemon=True)
+            self._thread.start()
+        return self
+
+    def write(self, batch: list) -> None:
+        """Queue a batch of frames (the list is handed over: do not reuse it)."""
+        if not batch or not self._writers:
+            return
+        if self._error is not None:
+            raise LogError(f"{', '.join(map(str, self.paths))}: the writer failed: {self._error}") from self._error
+        try:
+            self._queue.put(batch, block=self.block, timeout=None if self.block else 0)
+            self.frames += len(batch)
+        except queue.Full:
+            self.dropped_frames += len(batch)
+
+    def _run(self) -> None:
+        writers = self._writers
+        try:
+            while True:
+                batch = self._queue.get()
+                if batch is None:
+                    break
+                for msg in batch:
+                    for writer in writers:
+                        writer.on_message_received(msg)
+        except BaseException as exc:  # noqa: BLE001 - kept and re-raised by stop()
+            self._error = exc
+            while True:  # unblock a producer waiting on a full queue
+                try:
+                    if self._queue.get_nowait() is None:
+                        break
+                except queue.Empty:
+                    break
+        finally:
+            for writer in writers:
+                try:
+                    writer.stop()
+                except BaseException as exc:  # noqa: BLE001
+                    self._error = self._error or exc
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Flush and close every file, join the thread; raises LogError if writing failed. Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._thread is not None:
+            while self._thread.is_alive():
+                try:
+                    self._queue.put(None, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                raise LogError(f"{', '.join(map(str, self.paths))}: the log writer did not finish within "
+                               f"{timeout} s")
+        else:
+            for writer in self._writers:
+                _quiet_stop(writer)
+        if self._error is not None:
+            raise LogError(f"{', '.join(map(str, self.paths))}: writing failed: {self._error}") from self._error
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def _quiet_stop(writer) -> None:
+    try:
+        writer.stop()
+    except Exception:  # noqa: BLE001
+        pass
+
+
+@dataclass
+class MessageStats:
+    name: str
+    direction: str
+    period_ns: int
+    frames: int = 0
+    intervals: int = 0
+    interval_sum_ns: int = 0
+    abs_dev_sum_ns: int = 0
+    max_abs_dev_ns: int = 0
+    last_ns: int | None = None
+    hist: list | None = None
+
+    def as_dict(self) -> dict:
+        out = {"message": self.name, "direction": self.direction, "frames": self.frames,
+               "period_ms": self.period_ns / 1e6 if self.period_ns else None}
+        if self.period_ns and self.intervals:
+            n = self.intervals
+            out.update(mean_interval_ms=self.interval_sum_ns / n / 1e6,
+                       mean_abs_deviation_ms=self.abs_dev_sum_ns / n / 1e6,
+                       p99_abs_deviation_ms=self.percentile_ns(0.99) / 1e6,
+                       max_abs_deviation_ms=self.max_abs_dev_ns / 1e6)
+        return out
+
+    def percentile_ns(self, q: float) -> int:
+        """Lower edge of the 1 us bin holding the q-quantile of |deviation| (the exact max if beyond)."""
+        need = q * self.intervals
+        seen = 0
+        for i, count in enumerate(self.hist):
+            seen += count
+            if count and seen >= need:
+                return self.max_abs_dev_ns if i == _HIST_BINS - 1 else i * 1000
+        return self.max_abs_dev_ns
+
+
+class CycleStats:
+    """Per (message, direction): interval deviations from the nominal period."""
+
+    def __init__(self):
+        self._stats: dict[tuple[str, str], MessageStats] = {}
+
+    def track(self, name: str, direction: str, period_ns: int | None) -> MessageStats:
+        key = (name, direction)
+        if key not in self._stats:
+            self._stats[key] = MessageStats(name, direction, int(period_ns or 0),
+                                            hist=[0] * _HIST_BINS if period_ns else None)
+        return self._stats[key]
+
+    def record(self, stats: MessageStats, t_ns: int) -> None:
+        stats.frames += 1
+        last = stats.last_ns
+        stats.last_ns = t_ns
+        if last is None or not stats.period_ns:
+            return
+        interval = t_ns - last
+        dev = interval - stats.period_ns
+        if dev < 0:
+            dev = -dev
+        stats.intervals += 1
+        stats.interval_sum_ns += interval
+        stats.abs_dev_sum_ns += dev
+        if dev > stats.max_abs_dev_ns:
+            stats.max_abs_dev_ns = dev
+        b = dev // 1000
+        stats.hist[b if b < _HIST_BINS else _HIST_BINS - 1] += 1
+
+    def get(self, name: str, direction: str = "tx") -> MessageStats | None:
+        return self._stats.get((name, direction))
+
+    def report(self) -> list[dict]:
+        return [s.as_dict() for s in self._stats.values() if s.frames]
+
+    def table(self) -> str:
+        """A human-readable table (what ``serve`` prints at the end of a run)."""
+        rows = [("message", "dir", "frames", "period ms", "mean ms", "p99 |dev| ms", "max |dev| ms")]
+        for s in self._stats.values():
+            if not s.frames:
+                continue
+            d = s.as_dict()
+            if "mean_interval_ms" in d:
+                rows.append((s.name, s.direction, str(s.frames), f"{d['period_ms']:g}", f"{d['mean_interval_ms']:.4f}",
+                             f"{d['p99_abs_deviation_ms']:.3f}", f"{d['max_abs_deviation_ms']:.3f}"))
+            else:
+                rows.append((s.name, s.direction, str(s.frames), "event" if not s.period_ns else
+                             f"{d['period_ms']:g}", "", "", ""))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        return "\n".join("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+                         for r in rows)

@@ -1,0 +1,679 @@
+"""The emulated BMS as a node on a python-can bus.
+
+One loop drives everything, tick by tick (the emulator's ``dt_s``), against one clock:
+
+1. wait for the tick's deadline (virtual clock: at once; wall clock: absolute deadline, frames received
+   while waiting are kept for step 3);
+2. send the frames due now; they were encoded at the end of the previous tick, so the send itself is
+   all that stands between the deadline and the bus;
+3. read every received frame: commands feed the BMS's request interface, counters and CRCs are checked,
+   unknown IDs, wrong DLCs, error and remote frames are counted and ignored;
+4. check each received message's timeout and report changes to ``bms.comm_fault``;
+5. advance the emulator by one tick;
+6. encode the frames due at the next deadline (one heap of deadlines for the node, no thread per message);
+7. hand the tick's frames to the background log writer.
+
+A bus that fails (adapter gone, interface down, bus-off) ends the run: the frames logged so far are
+flushed, the bus is shut down, and ``BusFailure`` says what happened.
+"""
+from __future__ import annotations
+
+import errno
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import can
+
+from ..errors import BmsError
+from ._mapping import Publisher
+from .clock import VirtualClock, WallClock, make_clock
+from .codec import Codec, MessageCodec
+from .logs import CycleStats, LogWriter
+from .scheduler import Scheduler
+
+__all__ = ["CanNode", "RunReport", "BusError", "BusFailure", "open_bus", "DEFAULT_INTERFACE"]
+
+DEFAULT_INTERFACE = "virtual"
+_FATAL_ERRNOS = {errno.ENODEV, errno.ENETDOWN, errno.ENXIO, errno.EBADF, errno.EPIPE, errno.ESHUTDOWN,
+                 errno.ENOTCONN, errno.ENETUNREACH}
+_CAN_ERR_BUSOFF = 0x00000040     # SocketCAN error class bits in an error frame's identifier
+_CAN_ERR_RESTARTED = 0x00000100
+
+# StateRequest / BmsState values used on the wire (the DBC's value tables)
+_REQ_NONE, _REQ_STANDBY, _REQ_DRIVE, _REQ_CHARGE, _REQ_SHUTDOWN = range(5)
+_CONTACTOR_OPEN = 1
+
+
+class BusError(BmsError):
+    """The CAN bus cannot be opened: which interface and channel, and what python-can said."""
+
+
+class BusFailure(BmsError):
+    """The bus failed during a run; ``report`` holds the run up to the failure (logs are flushed)."""
+
+    def __init__(self, message: str, report: "RunReport | None" = None):
+        super().__init__(message)
+        self.report = report
+
+
+# --- opening a bus the way python-can's tools do -------------------------------------------------------
+def _configured_interface(config_context: str | None) -> str | None:
+    """The interface python-can's configuration (can.rc, environment, config files) names, if any."""
+    from can import util
+
+    sources = [can.rc, util.load_environment_config(config_context), util.load_environment_config()]
+    for source in sources:
+        value = source.get("interface") or source.get("bustype")
+        if value:
+            return str(value)
+    for source in (lambda: util.load_file_config(None, config_context), lambda: util.load_file_config(None)):
+        try:
+            cfg = source()
+        except Exception:  # noqa: BLE001 - an unreadable config file is python-can's to report
+            continue
+        value = cfg.get("interface") or cfg.get("bustype")
+        if value:
+            return str(value)
+    return None
+
+
+def open_bus(interface: str | None = None, channel=None, *, bitrate: int | None = None, fd: bool | None = None,
+             data_bitrate: int | None = None, config_context: str | None = None, ignore_config: bool = False,
+             **kwargs) -> can.BusABC:
+    """Open a bus like python-can's tools: arguments first, then ``can.rc``, ``CAN_*`` environment
+    variables and python-can's config files; the interface defaults to ``virtual`` when none names one.
+    Raises ``BusError`` with the interface, the channel and python-can's reason."""
+    if interface is None:
+        interface = None if ignore_config else _configured_interface(config_context)
+        interface = interface or DEFAULT_INTERFACE
+    config = {k: v for k, v in dict(bitrate=bitrate, fd=fd, data_bitrate=data_bitrate).items() if v is not None}
+    config.update(kwargs)
+    if interface == "virtual":
+        config.setdefault("preserve_timestamps", True)  # frames keep the node's (maybe simulated) time
+    try:
+        return can.Bus(channel=channel, interface=interface, config_context=config_context,
+                       ignore_config=ignore_config, **config)
+    except (can.CanError, OSError, ValueError, TypeError, ImportError, NotImplementedError) as exc:
+        where = f"interface {interface!r}" + (f", channel {channel!r}" if channel is not None else "")
+        hint = ""
+        if isinstance(exc, OSError) and exc.errno in (errno.EAFNOSUPPORT, errno.EPROTONOSUPPORT):
+            hint = " (this kernel has no SocketCAN support)"
+        elif isinstance(exc, OSError) and exc.errno == errno.ENODEV:
+            hint = " (no such network interface: is the adapter plugged in and the link up?)"
+        raise BusError(f"cannot open the CAN bus on {where}: {exc}{hint}") from exc
+
+
+# --- reception monitoring ----------------------------------------------------------------------------
+@dataclass
+class _RxMessage:
+    codec: MessageCodec
+    timeout_ns: int
+    stats: object
+    handler: object
+    armed: bool = False
+    last_valid_ns: int = 0
+    last_counter: int | None = None
+    errors_in_row: int = 0
+    timed_out: bool = False
+    e2e_failed: bool = False
+    reported: bool = False
+    valid: int = 0
+
+    @property
+    def faulted(self) -> bool:
+        return self.timed_out or self.e2e_failed
+
+
+@dataclass
+class RunReport:
+    """What a run did: time, frames, every counted anomaly, cycle-time statistics, why it stopped."""
+    clock: str
+    ticks: int = 0
+    simulated_s: float = 0.0
+    wall_s: float = 0.0
+    realtime_factor: float = 0.0
+    stop_reason: str = ""
+    overruns: int = 0
+    skipped_ticks: int = 0
+    max_lateness_ms: float = 0.0
+    counters: dict = field(default_factory=dict)
+    comm_faults: list = field(default_factory=list)
+    cycle_times: list = field(default_factory=list)
+    logs: list = field(default_factory=list)
+    log_frames: int = 0
+    log_dropped_frames: int = 0
+
+    def as_dict(self) -> dict:
+        from dataclasses import asdict
+        return asdict(self)
+
+    def summary(self) -> str:
+        c = self.counters
+        lines = [f"stopped: {self.stop_reason}",
+                 f"{self.clock} clock: {self.ticks} ticks, {self.simulated_s:.3f} s simulated in {self.wall_s:.3f} s "
+                 f"({self.realtime_factor:.1f}x real time); overruns {self.overruns}, skipped ticks "
+                 f"{self.skipped_ticks}, max lateness {self.max_lateness_ms:.3f} ms",
+                 "frames: " + ", ".join(f"{k} {v}" for k, v in c.items())]
+        if self.logs:
+            lines.append(f"logs: {', '.join(self.logs)} ({self.log_frames} frames"
+                         + (f", {self.log_dropped_frames} dropped" if self.log_dropped_frames else "") + ")")
+        return "\n".join(lines)
+
+
+_COUNTERS = ("tx_frames", "rx_frames", "rx_accepted", "unknown_id", "not_for_bms", "wrong_dlc", "error_frames",
+             "remote_frames", "crc_errors", "counter_errors", "bad_values", "tx_errors", "rx_overflow_ticks",
+             "diag_requests")
+
+
+class CanNode:
+    """The emulated BMS on a CAN bus (see the module docstring for the loop).
+
+    ``bus``: an open python-can bus (the caller keeps ownership), or None to open one from ``bus_config``
+    (``interface``, ``channel``, ``bitrate``, ``fd``, ``data_bitrate``, ``config_context`` … as python-can
+    takes them; default interface ``virtual``), which the node shuts down when it closes.
+    ``clock``: ``"virtual"`` (lockstep, default), ``"wall"``, or a clock object.
+    ``log``: one path or a list of paths; the writer follows the extension.
+    ``arm_timeouts``: ``"first-rx"`` (a message's timeout is watched once it has been received, the default)
+    or ``"start"`` (watched from the start of the run: a VCU that never talks is a fault).
+    """
+
+    def __init__(self, emulator, bus: can.BusABC | None = None, *, clock="virtual", codec: Codec | None = None,
+                 log=None, load_current_A: float = 0.0, coolant_C: float | None = None,
+                 cooling_factor: float = 1.0, arm_timeouts: str = "first-rx", e2e_max_errors: int = 3,
+                 counter_max_delta: int = 2, bus_error_timeout_s: float = 0.5, max_rx_per_tick: int = 10_000,
+                 log_batch_frames: int = 512, node_name: str = "BMS", **bus_config):
+        if arm_timeouts not in ("first-rx", "start"):
+            raise ValueError(f"arm_timeouts: expected 'first-rx' or 'start', found {arm_timeouts!r}")
+        self.emulator = emulator
+        self.codec = codec or Codec()
+        self.clock = make_clock(clock)
+        self.period_ns = int(round(float(emulator.dt_s) * 1e9))
+        if self.period_ns <= 0:
+            raise ValueError(f"emulator.dt_s: expected > 0, found {emulator.dt_s!r}")
+        self.node_name = node_name
+        self.load_current_A = float(load_current_A)
+        self.coolant_C = coolant_C
+        self.cooling_factor = float(cooling_factor)
+        self.arm_timeouts = arm_timeouts
+        self.e2e_max_errors = int(e2e_max_errors)
+        self.counter_max_delta = int(counter_max_delta)
+        self.bus_error_timeout_ns = int(bus_error_timeout_s * 1e9)
+        self.max_rx_per_tick = int(max_rx_per_tick)
+        self.log_batch_frames = 1 if self.clock.realtime else int(log_batch_frames)
+        self.counters = dict.fromkeys(_COUNTERS, 0)
+        self.stats = CycleStats()
+        self.tick_stats = self.stats.track("<tick>", "loop", self.period_ns)
+        self.charger_connected = False
+        self.last_request = _REQ_NONE
+        self.comm_fault_active = False
+        self.comm_fault_log: list[tuple[float, str, bool]] = []
+        self._requests = _request_enum()
+        self._publisher = Publisher(self, emulator, self.codec)
+        self._scheduler = Scheduler()
+        self._tx_ids: set[tuple[int, bool]] = set()
+        self._build_tx()
+        self._rx: dict[tuple[int, bool], _RxMessage] = {}
+        self._build_rx()
+        self._k = 0
+        self._prepared: list = []
+        self._pending: list = []
+        self._idle_error: BaseException | None = None
+        self._log_batch: list = []
+        self._last_bus_ok_ns = 0
+        self._started = False
+        self._closed = False
+        self._failure: str | None = None
+        self._wall_start = 0.0
+        self._wall_used = 0.0
+        self.overruns = 0
+        self.skipped_ticks = 0
+        self.max_lateness_ns = 0
+        self.stop_reason = ""
+        self._diag_codec = self.codec.messages.get("DIAG_Response")
+        self._diag_stats = self.stats.track("DIAG_Response", "tx", None) if self._diag_codec else None
+        # the bus last: nothing above may leave it open on an error
+        self._owns_bus = bus is None
+        self.bus = bus if bus is not None else open_bus(**bus_config)
+        try:
+            self.log = LogWriter(log, block=not self.clock.realtime) if log else None
+        except BaseException:
+            if self._owns_bus:
+                self.bus.shutdown()
+            raise
+        self.log_paths = [str(p) for p in (self.log.paths if self.log else [])]
+
+    # --- set-up ------------------------------------------------------------------------------------------
+    def _build_tx(self) -> None:
+        tick = self.period_ns
+        slot = 0
+        for message in self.codec.sent_by(self.node_name):
+            self._tx_ids.add((message.frame_id, message.is_extended_id))
+            handler = self._publisher.handler(message.name)
+            if message.cycle_time_s is None or handler is None:
+                continue
+            period = int(round(message.cycle_time_s * 1e9))
+            pages = self._publisher.pages(message.name)
+            if message.name == "BMS_CellVoltages" and len(pages) * len(message.signal_names(pages[0])) \
+                    < self.emulator.pack.params.n_series:
+                raise BmsError(f"{self.codec.path}: BMS_CellVoltages carries {len(pages)} pages, too few for "
+                               f"{self.emulator.pack.params.n_series} series groups")
+            phase = 0
+            if period > tick:  # spread the slower messages over the ticks of their period
+                phase = (slot * tick) % period
+                slot += 1
+            payload = [message, handler, pages, 0, self.stats.track(message.name, "tx", period), 0]
+            self._scheduler.add(message.name, period, phase_ns=phase, payload=payload)
+
+    def _build_rx(self) -> None:
+        handlers = {"VCU_Command": self._on_vcu_command, "CHG_Status": self._on_charger_status,
+                    "HIL_Load": self._on_hil_load, "DIAG_Request": self._on_diag_request}
+        for message in self.codec.received_by(self.node_name):
+            attrs = message.dbc_message.dbc.attributes if message.dbc_message.dbc else {}
+            timeout_ms = int(attrs["RxTimeoutTime"].value) if "RxTimeoutTime" in attrs else 0
+            period = int(round(message.cycle_time_s * 1e9)) if message.cycle_time_s else None
+            rx = _RxMessage(message, timeout_ms * 1_000_000, self.stats.track(message.name, "rx", period),
+                            handlers.get(message.name))
+            rx.armed = self.arm_timeouts == "start" and rx.timeout_ns > 0
+            self._rx[(message.frame_id, message.is_extended_id)] = rx
+
+    # --- life cycle ----------------------------------------------------------------------------------------
+    def start(self) -> "CanNode":
+        if self._started:
+            return self
+        if self._closed:
+            raise BmsError("this CanNode is closed; make a new one")
+        self._started = True
+        self.clock.start()
+        if self.log:
+            self.log.start()
+        self._wall_start = time.perf_counter()
+        self._prepare(0)
+        return self
+
+    def run(self, duration_s: float | None = None, *, stop: threading.Event | None = None) -> RunReport:
+        """Run until ``duration_s`` of simulated time has passed, ``stop`` is set or Ctrl-C; then close.
+
+        Returns the run's report; raises ``BusFailure`` (after closing) when the bus failed.
+        """
+        try:
+            self.run_for(duration_s, stop=stop, close_on_failure=False)
+        except KeyboardInterrupt:
+            self.stop_reason = "interrupted (Ctrl-C)"
+        except BusFailure as exc:
+            report = self.close()
+            raise BusFailure(str(exc), report) from exc.__cause__
+        except BaseException:
+            self.stop_reason = self.stop_reason or "error"
+            try:
+                self.close()
+            except BmsError:
+                pass
+            raise
+        return self.close()
+
+    def run_for(self, duration_s: float | None, *, stop: threading.Event | None = None,
+                close_on_failure: bool = True) -> int:
+        """Run ``duration_s`` of simulated time (None: until ``stop``) and stay open; returns ticks run.
+
+        A bus failure closes the node (logs flushed) and raises ``BusFailure``.
+        """
+        self.start()
+        end_k = None if duration_s is None else self._k + int(math.floor(duration_s * 1e9 / self.period_ns + 1e-6))
+        start_k = self._k
+        try:
+            while end_k is None or self._k < end_k:
+                if stop is not None and stop.is_set():
+                    self.stop_reason = "stopped"
+                    break
+                self._tick()
+            else:
+                self.stop_reason = "duration reached"
+        except BusFailure as exc:
+            self._failure = str(exc)
+            self.stop_reason = f"bus failure: {exc}"
+            if close_on_failure:
+                report = self.close()
+                raise BusFailure(str(exc), report) from exc.__cause__
+            raise
+        return self._k - start_k
+
+    def close(self) -> RunReport:
+        """Flush and close the logs, shut the bus down if the node opened it, restore the clock. Idempotent."""
+        if self._closed:
+            return self._report
+        self._closed = True
+        if self._started:
+            self._wall_used = time.perf_counter() - self._wall_start
+        errors = []
+        try:
+            if self._log_batch and self.log:
+                self.log.write(self._log_batch)
+                self._log_batch = []
+        except BmsError as exc:
+            errors.append(exc)
+        if self.log:
+            try:
+                self.log.stop()
+            except BmsError as exc:
+                errors.append(exc)
+        self.clock.stop()
+        if self._owns_bus:
+            try:
+                self.bus.shutdown()
+            except Exception:  # noqa: BLE001 - a vanished adapter may fail to shut down; nothing left to do
+                pass
+        self._report = self.report()
+        if errors:
+            raise errors[0]
+        return self._report
+
+    def __enter__(self) -> "CanNode":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def report(self) -> RunReport:
+        sim = self._k * self.period_ns / 1e9
+        wall = self._wall_used if self._closed else (time.perf_counter() - self._wall_start if self._started else 0)
+        return RunReport(
+            clock=self.clock.kind, ticks=self._k, simulated_s=sim, wall_s=wall,
+            realtime_factor=sim / wall if wall > 0 else 0.0, stop_reason=self.stop_reason or "not started",
+            overruns=self.overruns, skipped_ticks=self.skipped_ticks, max_lateness_ms=self.max_lateness_ns / 1e6,
+            counters=dict(self.counters), comm_faults=list(self.comm_fault_log), cycle_times=self.stats.report(),
+            logs=list(self.log_paths), log_frames=self.log.frames if self.log else 0,
+            log_dropped_frames=self.log.dropped_frames if self.log else 0)
+
+    @property
+    def t_s(self) -> float:
+        return self._k * self.period_ns / 1e9
+
+    # --- the tick ------------------------------------------------------------------------------------------
+    def _tick(self) -> None:
+        clock = self.clock
+        k = self._k
+        t_ns = k * self.period_ns
+        if clock.realtime:
+            lateness = clock.wait_until(t_ns, self._idle)
+            now = clock.now_ns()
+            if lateness > self.max_lateness_ns:
+                self.max_lateness_ns = lateness
+            if lateness > 10 * self.period_ns:  # far behind (machine stalled): re-base, count what was lost
+                skipped = lateness // self.period_ns
+                self.skipped_ticks += skipped
+                clock.rebase(skipped * self.period_ns)
+                now -= skipped * self.period_ns
+            self.stats.record(self.tick_stats, now)
+            self._send_prepared(now, True)
+        else:
+            clock.wait_until(t_ns)
+            self.stats.record(self.tick_stats, t_ns)
+            self._send_prepared(t_ns, False)
+        self._receive(t_ns)
+        e = self.emulator
+        e.tick(self.load_current_A, self.coolant_C, self.cooling_factor)
+        self._k = k + 1
+        self._prepare(t_ns + self.period_ns)
+        if self.log is not None and len(self._log_batch) >= self.log_batch_frames:
+            self.log.write(self._log_batch)
+            self._log_batch = []
+        if clock.realtime and clock.now_ns() > t_ns + self.period_ns:
+            self.overruns += 1
+
+    def _prepare(self, t_ns: int) -> None:
+        """Encode the frames due at ``t_ns`` from the state now (the end of the tick before)."""
+        prepared = self._prepared
+        for task in self._scheduler.pop_due(t_ns):
+            payload = task.payload
+            message, handler, pages, page_index, stats, counter = payload
+            page = pages[page_index] if message.multiplexer else None
+            if message.multiplexer:
+                payload[3] = (page_index + 1) % len(pages)
+            values = handler(page)
+            data = message.encode_values([values[n] for n in message.signal_names(page)], page)
+            if message.e2e is not None:
+                data = message.protect(data, counter)
+                payload[5] = (counter + 1) & ((1 << message.e2e.counter_bits) - 1)
+            prepared.append((stats, can.Message(arbitration_id=message.frame_id, is_extended_id=message.is_extended_id,
+                                                data=data, dlc=message.length, is_fd=message.is_fd, is_rx=False,
+                                                check=False)))
+
+    def _send_prepared(self, t_ns: int, realtime: bool) -> None:
+        prepared = self._prepared
+        if not prepared:
+            return
+        bus, clock, stats, batch = self.bus, self.clock, self.stats, self._log_batch
+        sent = 0
+        try:
+            for st, msg in prepared:
+                if realtime:
+                    now = clock.now_ns()
+                    msg.timestamp = clock.timestamp(now)
+                else:
+                    now = t_ns
+                    msg.timestamp = clock.timestamp(t_ns)
+                try:
+                    bus.send(msg)
+                except (can.CanError, OSError) as exc:
+                    self._tx_failed(exc, t_ns)
+                    continue
+                sent += 1
+                stats.record(st, now)
+                batch.append(msg)
+        finally:
+            prepared.clear()
+            self.counters["tx_frames"] += sent
+        if sent:
+            self._last_bus_ok_ns = t_ns
+
+    def _send_event(self, message: MessageCodec, values: dict, t_ns: int, stats) -> None:
+        data = message.encode(values)
+        msg = can.Message(arbitration_id=message.frame_id, is_extended_id=message.is_extended_id, data=data,
+                          dlc=message.length, is_fd=message.is_fd, is_rx=False, check=False,
+                          timestamp=self.clock.timestamp(self.clock.now_ns() if self.clock.realtime else t_ns))
+        try:
+            self.bus.send(msg)
+        except (can.CanError, OSError) as exc:
+            self._tx_failed(exc, t_ns)
+            return
+        self.counters["tx_frames"] += 1
+        self.stats.record(stats, t_ns)
+        self._log_batch.append(msg)
+
+    # --- bus errors ----------------------------------------------------------------------------------------
+    def _fatal(self, exc: BaseException) -> bool:
+        code = getattr(exc, "errno", None)
+        if code is None:
+            code = getattr(exc, "error_code", None)
+        if code in _FATAL_ERRNOS:
+            return True
+        text = str(exc).lower()
+        return any(s in text for s in ("closed bus", "not open", "no such device", "network is down",
+                                       "bad file descriptor", "disconnected", "device not found"))
+
+    def _tx_failed(self, exc: BaseException, t_ns: int) -> None:
+        self.counters["tx_errors"] += 1
+        if self._fatal(exc):
+            raise BusFailure(f"sending on the bus failed: {exc}") from exc
+        if t_ns - self._last_bus_ok_ns > self.bus_error_timeout_ns:
+            raise BusFailure(f"no frame could be sent for {self.bus_error_timeout_ns / 1e9:g} s; last error: "
+                             f"{exc}") from exc
+
+    def _idle(self, seconds: float) -> None:
+        """Wall clock: wait for frames instead of sleeping (kept for the next tick's reception)."""
+        if self._idle_error is not None or len(self._pending) >= self.max_rx_per_tick:
+            time.sleep(seconds)
+            return
+        try:
+            msg = self.bus.recv(timeout=seconds)
+        except (can.CanError, OSError, ValueError) as exc:
+            self._idle_error = exc
+            return
+        if msg is not None:
+            self._pending.append(msg)
+
+    def _receive(self, t_ns: int) -> None:
+        pending = self._pending
+        if self._idle_error is not None:
+            exc, self._idle_error = self._idle_error, None
+            raise BusFailure(f"receiving from the bus failed: {exc}") from exc
+        recv = self.bus.recv
+        try:
+            while len(pending) < self.max_rx_per_tick:
+                msg = recv(0)
+                if msg is None:
+                    break
+                pending.append(msg)
+            else:
+                self.counters["rx_overflow_ticks"] += 1
+        except (can.CanError, OSError, ValueError) as exc:
+            raise BusFailure(f"receiving from the bus failed: {exc}") from exc
+        if pending:
+            for msg in pending:
+                self._on_frame(msg, t_ns)
+            pending.clear()
+        if self._rx:
+            self._check_timeouts(t_ns)
+
+    # --- reception ----------------------------------------------------------------------------------------
+    def _on_frame(self, msg: can.Message, t_ns: int) -> None:
+        counters = self.counters
+        counters["rx_frames"] += 1
+        if not self.clock.realtime:
+            msg.timestamp = self.clock.timestamp(t_ns)
+        msg.is_rx = True
+        self._log_batch.append(msg)
+        if msg.is_error_frame:
+            counters["error_frames"] += 1
+            if msg.arbitration_id & _CAN_ERR_BUSOFF:
+                raise BusFailure("the controller went bus-off (error frame with CAN_ERR_BUSOFF)")
+            return
+        if msg.is_remote_frame:
+            counters["remote_frames"] += 1
+            return
+        key = (msg.arbitration_id, msg.is_extended_id)
+        rx = self._rx.get(key)
+        if rx is None:
+            counters["not_for_bms" if key in self._tx_ids or self.codec.by_id(*key) else "unknown_id"] += 1
+            return
+        message = rx.codec
+        data = msg.data
+        if len(data) != message.length or msg.dlc != message.length:
+            counters["wrong_dlc"] += 1
+            return
+        stamp = t_ns if not self.clock.realtime else int(msg.timestamp * 1e9)
+        self.stats.record(rx.stats, stamp)
+        if message.e2e is not None:
+            if not message.crc_ok(data):
+                counters["crc_errors"] += 1
+                self._e2e_error(rx, t_ns)
+                return
+            counter = message.counter_of(data)
+            last = rx.last_counter
+            rx.last_counter = counter
+            if last is not None:
+                delta = (counter - last) % (1 << message.e2e.counter_bits)
+                if not 1 <= delta <= self.counter_max_delta:
+                    counters["counter_errors"] += 1
+                    self._e2e_error(rx, t_ns)
+                    return
+        try:
+            values = message.decode(data)
+        except BmsError:
+            counters["bad_values"] += 1
+            return
+        rx.valid += 1
+        rx.errors_in_row = 0
+        rx.last_valid_ns = t_ns
+        rx.armed = rx.timeout_ns > 0
+        if rx.e2e_failed:
+            rx.e2e_failed = False
+        if rx.timed_out:
+            rx.timed_out = False
+        self._update_fault(rx, t_ns)
+        counters["rx_accepted"] += 1
+        if rx.handler is not None:
+            rx.handler(values, t_ns, rx)
+
+    def _e2e_error(self, rx: _RxMessage, t_ns: int) -> None:
+        rx.errors_in_row += 1
+        if rx.errors_in_row >= self.e2e_max_errors and not rx.e2e_failed:
+            rx.e2e_failed = True
+            self._update_fault(rx, t_ns)
+
+    def _check_timeouts(self, t_ns: int) -> None:
+        for rx in self._rx.values():
+            if rx.armed and not rx.timed_out and t_ns - rx.last_valid_ns > rx.timeout_ns:
+                rx.timed_out = True
+                rx.last_counter = None  # resynchronise on the next frame
+                self._update_fault(rx, t_ns)
+                if rx.codec.name == "CHG_Status" and self.charger_connected:
+                    self.charger_connected = False
+                    self.emulator.bms.charger_offer(t_ns / 1e9, max_voltage_V=0.0, max_current_A=0.0,
+                                                    connected=False)
+
+    def _update_fault(self, rx: _RxMessage, t_ns: int) -> None:
+        faulted = rx.faulted
+        if faulted != rx.reported:
+            rx.reported = faulted
+            t_s = t_ns / 1e9
+            self.comm_fault_log.append((t_s, rx.codec.name, faulted))
+            self.emulator.bms.comm_fault(rx.codec.name, faulted, t_s)
+            self.comm_fault_active = any(r.reported for r in self._rx.values())
+
+    # --- what each received message asks of the BMS --------------------------------------------------------
+    def _on_vcu_command(self, values: dict, t_ns: int, rx) -> None:
+        bms, t_s = self.emulator.bms, t_ns / 1e9
+        request = int(values["StateRequest"])
+        if request > _REQ_SHUTDOWN:
+            self.counters["bad_values"] += 1
+            bms.vcu_alive(t_s)
+            return
+        if int(values.get("ContactorRequest", 0)) == _CONTACTOR_OPEN and request in (_REQ_DRIVE, _REQ_CHARGE):
+            request = _REQ_STANDBY
+        self.last_request = request
+        if request == _REQ_NONE:
+            bms.vcu_alive(t_s)
+        else:
+            bms.request(self._requests(request), t_s)
+
+    def _on_charger_status(self, values: dict, t_ns: int, rx) -> None:
+        connected = bool(values["ChargerConnected"])
+        self.charger_connected = connected
+        if not connected:
+            rx.armed = False  # an unplugged charger may fall silent
+        self.emulator.bms.charger_offer(t_ns / 1e9, max_voltage_V=float(values["ChargerMaxVoltage"]),
+                                        max_current_A=float(values["ChargerMaxCurrent"]), connected=connected)
+
+    def _on_hil_load(self, values: dict, t_ns: int, rx) -> None:
+        self.load_current_A = float(values["LoadCurrent"])
+        self.coolant_C = float(values["CoolantTemperature"])
+        self.cooling_factor = float(values["CoolingFactor"])
+
+    def _on_diag_request(self, values: dict, t_ns: int, rx) -> None:
+        self.counters["diag_requests"] += 1
+        if self._diag_codec is None:
+            return
+        service = int(values["DiagService"])
+        if service == 0x19:
+            response = self._publisher.read_dtc(int(values["DiagDtcIndex"]))
+        elif service == 0x14:
+            cleared = self.emulator.bms.clear_dtcs(t_ns / 1e9)
+            response = {"DiagResponse": 0x54, "ClearDtc_Cleared": max(0, min(int(cleared or 0), 255))}
+        else:
+            response = {"DiagResponse": 0x7F, "Negative_Service": service, "Negative_Code": 0x11}
+        self._send_event(self._diag_codec, response, t_ns, self._diag_stats)
+
+
+def _request_enum():
+    """The BMS's StateRequest enum (plain ints where the controller is not importable)."""
+    try:
+        from ..controller import StateRequest
+    except ModuleNotFoundError as exc:
+        if exc.name != f"{__package__.rpartition('.')[0]}.controller":
+            raise
+        return int
+    return StateRequest
