@@ -188,12 +188,15 @@ class Publisher:
         return out
 
     def soc(self, page=None) -> dict:
-        est = getattr(self.emulator, "estimator", None)
-        if est is None:
+        """The BMS's SOC (its estimator's, or its own count before the estimator is ready)."""
+        bms, est = self.emulator.bms, getattr(self.emulator, "estimator", None)
+        source = bms if hasattr(bms, "soc") else est
+        soc = _f(getattr(source, "soc", getattr(source, "pack_soc", math.nan))) if source is not None else math.nan
+        if not math.isfinite(soc):
             return {"SOC": 0.0, "SOCMin": 0.0, "SOCMax": 0.0, "EnergyRemaining": 0.0, "SOCValid": 0}
-        return {"SOC": 100.0 * _f(est.pack_soc), "SOCMin": 100.0 * _f(est.soc_min),
-                "SOCMax": 100.0 * _f(est.soc_max), "EnergyRemaining": _f(getattr(est, "energy_remaining_kWh", 0.0)),
-                "SOCValid": 1}
+        energy = _f(getattr(est, "energy_remaining_kWh", 0.0)) if est is not None else 0.0
+        return {"SOC": 100.0 * soc, "SOCMin": 100.0 * _f(source.soc_min), "SOCMax": 100.0 * _f(source.soc_max),
+                "EnergyRemaining": energy if math.isfinite(energy) else 0.0, "SOCValid": 1}
 
     def faults(self, page=None) -> dict:
         bms = self.emulator.bms
@@ -213,8 +216,10 @@ class Publisher:
     def charge_request(self, page=None) -> dict:
         bms = self.emulator.bms
         charging = int(bms.state) == 4  # BmsState.CHARGING
-        current = _f(bms.limits.charge_current_A) if charging else 0.0
-        return {"ChargeVoltageRequest": self.charge_voltage_V, "ChargeCurrentRequest": max(current, 0.0),
+        current = _f(getattr(bms, "charge_request_A", bms.limits.charge_current_A)) if charging else 0.0
+        voltage = _f(getattr(bms, "charge_request_V", 0.0)) or self.charge_voltage_V
+        current = current if math.isfinite(current) else 0.0
+        return {"ChargeVoltageRequest": voltage, "ChargeCurrentRequest": max(current, 0.0),
                 "ChargeEnable": int(charging and current > 0)}
 
     def cell_temperatures(self, page) -> dict:

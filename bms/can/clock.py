@@ -11,7 +11,7 @@ Both clocks count integer nanoseconds from the start of the run, so deadlines ne
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import os
 import sys
 import time
 from typing import Callable
@@ -64,25 +64,33 @@ class WallClock:
     realtime = True
 
     def __init__(self, *, spin_s: float = 0.0003, timer_slack_ns: int | None = 1000,
-                 switch_interval_s: float | None = 0.0002):
+                 switch_interval_s: float | None = 0.0002, rt_priority: int | None = None):
         if not 0 <= spin_s < 0.05:
             raise ValueError(f"spin_s: expected a number in [0, 0.05), found {spin_s!r}")
+        if rt_priority is not None and not 1 <= int(rt_priority) <= 99:
+            raise ValueError(f"rt_priority: expected an integer in [1, 99], found {rt_priority!r}")
         self.spin_ns = int(spin_s * 1e9)
         self.timer_slack_ns = timer_slack_ns
         self.switch_interval_s = switch_interval_s
+        self.rt_priority = rt_priority
+        self.rt_error: str | None = None
         self._origin_perf = 0
         self._origin_epoch = 0
         self._saved_slack: int | None = None
         self._saved_switch: float | None = None
+        self._saved_policy = None
 
     def start(self) -> None:
-        self._origin_perf = time.perf_counter_ns()
-        self._origin_epoch = time.time_ns()
+        """Tune the thread (timer slack, GIL switch interval, optional SCHED_FIFO), then start time at 0."""
         if self.switch_interval_s is not None and self._saved_switch is None:
             self._saved_switch = sys.getswitchinterval()
             sys.setswitchinterval(min(self._saved_switch, self.switch_interval_s))
         if self.timer_slack_ns is not None and self._saved_slack is None:
             self._saved_slack = _timer_slack(self.timer_slack_ns)
+        if self.rt_priority is not None and self._saved_policy is None:
+            self._saved_policy, self.rt_error = _set_fifo(int(self.rt_priority))
+        self._origin_perf = time.perf_counter_ns()
+        self._origin_epoch = time.time_ns()
 
     def stop(self) -> None:
         if self._saved_switch is not None:
@@ -91,6 +99,12 @@ class WallClock:
         if self._saved_slack is not None:
             _timer_slack(self._saved_slack)
             self._saved_slack = None
+        if self._saved_policy is not None:
+            try:
+                os.sched_setscheduler(0, *self._saved_policy)
+            except (OSError, AttributeError):
+                pass
+            self._saved_policy = None
 
     def now_ns(self) -> int:
         return time.perf_counter_ns() - self._origin_perf
@@ -135,12 +149,28 @@ def make_clock(clock: str | VirtualClock | WallClock | None) -> VirtualClock | W
     raise ValueError(f"clock: expected 'virtual', 'wall' or a clock object, found {clock!r}")
 
 
+def _set_fifo(priority: int):
+    """SCHED_FIFO for this thread; returns ((policy, param) to restore, None) or (None, why not)."""
+    try:
+        saved = (os.sched_getscheduler(0), os.sched_getparam(0))
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+        return saved, None
+    except (OSError, AttributeError) as exc:
+        return None, f"SCHED_FIFO {priority} not set: {exc}"
+
+
+_LIBC = None
+
+
 def _timer_slack(value_ns: int) -> int | None:
     """Set this thread's timer slack (Linux prctl); returns the previous value, None where unsupported."""
+    global _LIBC
     if not sys.platform.startswith("linux"):
         return None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        if _LIBC is None:
+            _LIBC = ctypes.CDLL(None, use_errno=True)  # the C library the interpreter already uses
+        libc = _LIBC
         previous = libc.prctl(_PR_GET_TIMERSLACK, 0, 0, 0, 0)
         if previous < 0 or libc.prctl(_PR_SET_TIMERSLACK, ctypes.c_ulong(max(1, int(value_ns))), 0, 0, 0) != 0:
             return None

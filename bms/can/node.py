@@ -6,8 +6,9 @@ One loop drives everything, tick by tick (the emulator's ``dt_s``), against one 
    while waiting are kept for step 3);
 2. send the frames due now; they were encoded at the end of the previous tick, so the send itself is
    all that stands between the deadline and the bus;
-3. read every received frame: commands feed the BMS's request interface, counters and CRCs are checked,
-   unknown IDs, wrong DLCs, error and remote frames are counted and ignored;
+3. read every received frame (from the second tick on: the BMS reads its mailbox once it has run its
+   first task): commands feed the BMS's request interface, counters and CRCs are checked, unknown IDs,
+   wrong DLCs, error and remote frames are counted and ignored;
 4. check each received message's timeout and report changes to ``bms.comm_fault``;
 5. advance the emulator by one tick;
 6. encode the frames due at the next deadline (one heap of deadlines for the node, no thread per message);
@@ -286,11 +287,11 @@ class CanNode:
         if self._closed:
             raise BmsError("this CanNode is closed; make a new one")
         self._started = True
-        self.clock.start()
         if self.log:
             self.log.start()
-        self._wall_start = time.perf_counter()
         self._prepare(0)
+        self._wall_start = time.perf_counter()
+        self.clock.start()  # last: the first deadline (t = 0) is now
         return self
 
     def run(self, duration_s: float | None = None, *, stop: threading.Event | None = None) -> RunReport:
@@ -412,7 +413,8 @@ class CanNode:
             clock.wait_until(t_ns)
             self.stats.record(self.tick_stats, t_ns)
             self._send_prepared(t_ns, False)
-        self._receive(t_ns)
+        if k:  # the BMS reads its mailbox from its first task after power-on (t = dt) on
+            self._receive(t_ns)
         e = self.emulator
         e.tick(self.load_current_A, self.coolant_C, self.cooling_factor)
         self._k = k + 1

@@ -46,6 +46,9 @@ def add_subparser(subparsers):
                      help="watch a received message's timeout once it was heard (default) or from the start")
     run.add_argument("--spin-ms", type=float, default=0.3,
                      help="wall clock: busy-wait this long before each deadline (default: 0.3)")
+    run.add_argument("--rt-priority", type=int, default=50, metavar="N",
+                     help="wall clock: run the loop thread SCHED_FIFO at priority N where permitted (root or "
+                          "CAP_SYS_NICE; default: 50; 0: normal scheduling)")
     run.add_argument("--json", metavar="FILE", help="also write the run report (with cycle times) as JSON")
     run.add_argument("-q", "--quiet", action="store_true", help="print only the end-of-run report")
     parser.set_defaults(func=_run)
@@ -61,18 +64,26 @@ def _run(args) -> int:
     if args.duration is not None and args.duration <= 0:
         raise SystemExit("bms-emu serve: error: --duration must be > 0")
     emulator = Emulator(args.pack, seed=args.seed, initial_soc=args.soc, temp_C=args.temp, dt_s=args.dt)
-    clock = VirtualClock() if args.lockstep else WallClock(spin_s=max(args.spin_ms, 0.0) / 1000.0)
+    if not 0 <= args.rt_priority <= 99:
+        raise SystemExit("bms-emu serve: error: --rt-priority must be in 0..99")
+    clock = VirtualClock() if args.lockstep else WallClock(spin_s=max(args.spin_ms, 0.0) / 1000.0,
+                                                           rt_priority=args.rt_priority or None)
     stop = threading.Event()
     node = CanNode(emulator, clock=clock, log=args.log or None, load_current_A=args.load_current,
                    arm_timeouts=args.arm_timeouts, **bus_options(args))
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set()) if hasattr(signal, "SIGTERM") else None
     status = 0
+    report = None
     try:
         if not args.quiet:
             duration = f"for {args.duration:g} s" if args.duration else "until Ctrl-C"
             print(f"bms-emu serve: BMS on {node.bus.channel_info} ({type(node.bus).__name__}), "
                   f"{clock.kind} clock, {args.pack}, tick {args.dt * 1000:g} ms, {duration}", flush=True)
         try:
+            node.start()
+            if not args.quiet and getattr(clock, "rt_priority", None):
+                print(f"bms-emu serve: {clock.rt_error or f'loop thread SCHED_FIFO {clock.rt_priority}'}",
+                      flush=True)
             report = node.run(args.duration, stop=stop)
         except BusFailure as exc:
             report = exc.report

@@ -1,0 +1,355 @@
+"""The CAN node in lockstep on the virtual bus: determinism, an independent decoder, exact cycle times, a test
+VCU, fuzzed frames, E2E checks, and a bus that fails."""
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import can
+import cantools
+import numpy as np
+import pytest
+from can_support import Peer, codec, no_leaked_buses_or_threads  # noqa: F401
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bms.can import BusError, BusFailure, CanNode, dbc_text, open_bus
+from bms.emulator import Emulator
+
+DT = 0.01
+
+
+def make_emulator(seed=0, soc=0.6):
+    return Emulator("assb60-192s2p", seed=seed, initial_soc=soc, temp_C=25.0, dt_s=DT)
+
+
+def channel_name(request) -> str:
+    return f"test-{request.node.name}-{os.getpid()}"
+
+
+class Session:
+    """A node and a test VCU on one virtual channel, stepped together one tick at a time."""
+
+    def __init__(self, request, seed=0, log=None, **node_kwargs):
+        self.channel = channel_name(request)
+        self.emulator = make_emulator(seed)
+        self.node = CanNode(self.emulator, channel=self.channel, log=log, **node_kwargs)
+        self.bus = can.Bus(interface="virtual", channel=self.channel, preserve_timestamps=True)
+        self.peer = Peer(self.bus, t_s=lambda: self.node.t_s)
+        self.node.start()
+
+    def step(self, ticks=1):
+        for _ in range(ticks):
+            self.node.run_for(DT)
+            self.peer.drain()
+
+    def close(self):
+        try:
+            return self.node.close()
+        finally:
+            self.bus.shutdown()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def scripted_drive(s: Session, seconds: float) -> None:
+    """VCU: STANDBY, then DRIVE; the bench draws 120 A once READY; a DTC read every second."""
+    for k in range(int(round(seconds / DT))):
+        s.peer.send("VCU_Command", {"StateRequest": 1 if k < 20 else 2, "ContactorRequest": 2})
+        status = s.peer.latest("BMS_Status")
+        ready = status is not None and status["BmsState"] == 3
+        s.peer.send("HIL_Load", {"LoadCurrent": 120.0 if ready else 0.0, "CoolantTemperature": 25.0,
+                                 "CoolingFactor": 1.0})
+        if k % 10 == 0:
+            s.peer.send("CHG_Status", {"ChargerConnected": 0})
+        if k % 100 == 50:
+            s.peer.send("DIAG_Request", {"DiagService": 0x19, "DiagDtcIndex": 0})
+        s.step()
+
+
+def test_lockstep_runs_are_identical_frame_for_frame(request, tmp_path):
+    outputs = []
+    for run, seed in enumerate((7, 7, 8)):
+        logs = [tmp_path / f"run{run}.blf", tmp_path / f"run{run}.log"]
+        with Session(request, seed=seed, log=logs) as s:
+            scripted_drive(s, 3.0)
+        outputs.append([p.read_bytes() for p in logs])
+    assert outputs[0] == outputs[1], "same seed, same inputs: the logs must be identical byte for byte"
+    assert outputs[0][1] != outputs[2][1], "another seed must change the measurements"
+    lines = outputs[0][1].decode().splitlines()
+    assert lines[0].startswith("(0.000000)") and any(line.startswith("(2.990000)") for line in lines)
+
+
+def test_cantools_decodes_the_log_within_resolution(request, tmp_path):
+    """What the BMS measured and estimated at t is what an independent decoder finds in the frames at t."""
+    log = tmp_path / "run.blf"
+    snapshots = {}
+
+    def snap(s):
+        e = s.emulator
+        snapshots[round(s.node.t_s, 6)] = {
+            "PackVoltage": e.sensors.pack_voltage_V, "PackCurrent": e.sensors.current_A,
+            "LinkVoltage": e.sensors.link_voltage_V, "BmsState": int(e.bms.state),
+            "cells": e.sensors.cell_voltage_V.copy(), "temps": e.sensors.temperature_C.copy(),
+            "SOC": 100 * e.bms.soc if math.isfinite(e.bms.soc) else None,
+            "DischargeCurrentLimit": e.bms.limits.discharge_current_A}
+
+    with Session(request, seed=3, log=log) as s:
+        snap(s)
+        for k in range(200):
+            s.peer.send("VCU_Command", {"StateRequest": 2})
+            s.peer.send("HIL_Load", {"LoadCurrent": 50.0 if k > 100 else 0.0, "CoolantTemperature": 20.0,
+                                     "CoolingFactor": 1.0})
+            s.step()
+            snap(s)
+    db = cantools.database.load_string(dbc_text(), database_format="dbc")
+    checked = {"cells": 0, "temps": 0, "scalars": 0}
+    with can.BLFReader(str(log)) as reader:
+        frames = [m for m in reader if not m.is_rx]
+    assert frames
+    for msg in frames:
+        decoded = db.decode_message(msg.arbitration_id, msg.data, decode_choices=False)
+        truth = snapshots[round(msg.timestamp, 6)]
+        message = db.get_message_by_frame_id(msg.arbitration_id)
+
+        def close(name, value):
+            step = message.get_signal_by_name(name).scale
+            assert abs(decoded[name] - value) <= step / 2 + 1e-9, (msg.timestamp, name, decoded[name], value)
+
+        if message.name == "BMS_PackMeasurements":
+            for name in ("PackVoltage", "PackCurrent", "LinkVoltage"):
+                close(name, truth[name])
+            checked["scalars"] += 1
+        elif message.name == "BMS_Status":
+            assert decoded["BmsState"] == truth["BmsState"]
+        elif message.name == "BMS_Limits":
+            close("DischargeCurrentLimit", truth["DischargeCurrentLimit"])
+        elif message.name == "BMS_SOC" and truth["SOC"] is not None:
+            close("SOC", truth["SOC"])
+        elif message.name == "BMS_CellVoltages":
+            page = decoded["CellVoltagePage"]
+            for j in range(3):
+                close(f"CellVoltage_{3 * page + j + 1:03d}", truth["cells"][3 * page + j])
+                checked["cells"] += 1
+        elif message.name == "BMS_CellTemperatures":
+            page = decoded["TemperaturePage"]
+            for j in range(4):
+                close(f"Temperature_{4 * page + j + 1:02d}", truth["temps"][4 * page + j])
+                checked["temps"] += 1
+    # 200 ticks sent (t = 0 .. 1.99 s): every cell page frame and measurement frame was checked
+    assert checked["cells"] == 3 * 200 and checked["temps"] == 4 * 100 and checked["scalars"] == 200
+
+
+def test_cycle_time_statistics_of_a_lockstep_run_are_exact(request):
+    with Session(request) as s:
+        s.node.run_for(10.0)
+        report = s.close()
+    tx = {r["message"]: r for r in report.cycle_times if r["direction"] == "tx"}
+    for name, message in codec().messages.items():
+        if "BMS" not in message.senders or message.cycle_time_s is None:
+            continue
+        r = tx[name]
+        period_ms = message.cycle_time_s * 1000
+        assert r["frames"] == round(10_000 / period_ms), name
+        assert r["period_ms"] == period_ms and r["mean_interval_ms"] == period_ms
+        assert r["p99_abs_deviation_ms"] == 0.0 and r["max_abs_deviation_ms"] == 0.0
+        assert r["mean_abs_deviation_ms"] == 0.0
+    assert report.overruns == 0 and report.realtime_factor > 0
+
+
+def test_a_test_vcu_closes_the_contactors_drives_and_sees_the_bms_fault_when_it_goes_silent(request):
+    with Session(request, seed=1) as s:
+        states = []
+        for k in range(300):  # 3 s of DRIVE requests
+            s.peer.send("VCU_Command", {"StateRequest": 2, "ContactorRequest": 2})
+            status = s.peer.latest("BMS_Status")
+            ready = status is not None and status["BmsState"] == 3
+            s.peer.send("HIL_Load", {"LoadCurrent": 100.0 if ready else 0.0, "CoolantTemperature": 25.0,
+                                     "CoolingFactor": 1.0})
+            s.step()
+            status = s.peer.latest("BMS_Status")
+            if status and (not states or states[-1] != status["BmsState"]):
+                states.append(status["BmsState"])
+        assert 2 in states and states[-1] == 3, f"expected PRECHARGE then READY, saw {states}"
+        status = s.peer.latest("BMS_Status")
+        assert status["ContactorMainPositive"] == 1 and status["ContactorMainNegative"] == 1
+        assert status["ContactorPrecharge"] == 0
+        pack = s.peer.latest("BMS_PackMeasurements")
+        assert pack["PackCurrent"] == pytest.approx(100.0, abs=3.0)
+        assert pack["LinkVoltage"] == pytest.approx(pack["PackVoltage"], rel=0.02)
+        # the VCU goes silent (the bench keeps drawing current)
+        silent_at = s.node.t_s
+        for _ in range(200):
+            s.peer.send("HIL_Load", {"LoadCurrent": 100.0, "CoolantTemperature": 25.0, "CoolingFactor": 1.0})
+            s.step()
+        status = s.peer.latest("BMS_Status")
+        assert status["BmsState"] == 5, "FAULT expected after the VCU fell silent"
+        assert status["ContactorMainPositive"] == 0 and status["CommFault"] == 1
+        assert abs(s.peer.latest("BMS_PackMeasurements")["PackCurrent"]) < 2.0
+        fault = next(t for t, name, active in s.node.comm_fault_log if name == "VCU_Command" and active)
+        assert silent_at < fault <= silent_at + 0.2
+        # a tester reads the fault codes
+        s.peer.send("DIAG_Request", {"DiagService": 0x19, "DiagDtcIndex": 0})
+        s.step()
+        response = s.peer.latest("DIAG_Response")
+        assert response["DiagResponse"] == 0x59 and response["ReadDtc_Count"] >= 1
+        codes = {d.code for d in s.emulator.bms.dtcs}
+        assert response["ReadDtc_Code"] in codes
+        s.peer.send("DIAG_Request", {"DiagService": 0x19, "DiagDtcIndex": 200})
+        s.peer.send("DIAG_Request", {"DiagService": 0x22, "DiagDtcIndex": 0})
+        s.step()
+        nrc = [codec()["DIAG_Response"].decode(m.data) for m in s.peer.received[-40:]
+               if m.arbitration_id == 0x7E8][-2:]
+        assert [(r["DiagResponse"], r["Negative_Code"]) for r in nrc] == [(0x7F, 0x31), (0x7F, 0x11)]
+
+
+def test_e2e_errors_raise_the_comm_fault_and_valid_frames_clear_it(request):
+    with Session(request) as s:
+        for _ in range(5):
+            s.peer.send("VCU_Command", {"StateRequest": 1})
+            s.step()
+        for _ in range(3):  # three bad CRCs in a row
+            s.peer.send("VCU_Command", {"StateRequest": 1}, crc=0x00)
+            s.step()
+        assert s.node.counters["crc_errors"] >= 2 and s.node.comm_fault_active
+        assert s.node.comm_fault_log[-1][1:] == ("VCU_Command", True)
+        s.peer.send("VCU_Command", {"StateRequest": 1}, counter=s.peer.counters["VCU_Command"])
+        s.step()
+        s.peer.send("VCU_Command", {"StateRequest": 1}, counter=s.peer.counters["VCU_Command"])  # repeated
+        s.step()
+        assert s.node.counters["counter_errors"] >= 1
+        for _ in range(3):
+            s.peer.send("VCU_Command", {"StateRequest": 1})
+            s.step()
+        assert not s.node.comm_fault_active and s.node.comm_fault_log[-1][1:] == ("VCU_Command", False)
+
+
+_VALID_IDS = sorted(m.frame_id for m in codec().messages.values())
+
+
+@st.composite
+def frames(draw):
+    kind = draw(st.sampled_from(["valid-id", "random-id", "extended", "remote", "error", "e2e"]))
+    if kind == "e2e":  # a protected message with a bad counter or CRC, or a good one
+        name = draw(st.sampled_from(["VCU_Command", "CHG_Status"]))
+        message = codec()[name]
+        data = bytearray(message.protect(message.encode({}), draw(st.integers(0, 15))))
+        if draw(st.booleans()):
+            data[0] ^= draw(st.integers(1, 255))
+        return can.Message(arbitration_id=message.frame_id, data=bytes(data), is_extended_id=False)
+    dlc = draw(st.integers(0, 8))
+    data = draw(st.binary(min_size=dlc, max_size=dlc))
+    if kind == "valid-id":
+        return can.Message(arbitration_id=draw(st.sampled_from(_VALID_IDS)), data=data, is_extended_id=False)
+    if kind == "random-id":
+        return can.Message(arbitration_id=draw(st.integers(0, 0x7FF)), data=data, is_extended_id=False)
+    if kind == "extended":
+        return can.Message(arbitration_id=draw(st.integers(0, 0x1FFFFFFF)), data=data, is_extended_id=True)
+    if kind == "remote":
+        return can.Message(arbitration_id=draw(st.sampled_from(_VALID_IDS)), is_remote_frame=True, dlc=dlc,
+                           is_extended_id=False)
+    # error frames, but not bus-off (that one stops the run: tested below)
+    return can.Message(arbitration_id=draw(st.integers(0, 0x1FFFFFFF)) & ~0x40, is_error_frame=True, dlc=8,
+                       data=bytes(8))
+
+
+CATEGORIES = ("rx_accepted", "unknown_id", "not_for_bms", "wrong_dlc", "error_frames", "remote_frames",
+              "crc_errors", "counter_errors", "bad_values")
+
+
+def test_fuzzed_frames_never_raise_and_are_all_counted(request):
+    with Session(request) as s:
+        @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+        @given(st.lists(frames(), max_size=25))
+        def check(batch):
+            before = dict(s.node.counters)
+            for msg in batch:
+                s.bus.send(msg)
+            s.step()
+            delta = {k: s.node.counters[k] - before[k] for k in before}
+            assert delta["rx_frames"] == len(batch)
+            assert sum(delta[k] for k in CATEGORIES) == len(batch)
+
+        check()
+        assert s.node.counters["rx_frames"] > 0
+
+
+def test_a_vanished_adapter_stops_the_run_cleanly_with_the_log_flushed(request, tmp_path):
+    log = tmp_path / "run.blf"
+    node = CanNode(make_emulator(), channel=channel_name(request), log=[log, tmp_path / "run.log"])
+    node.run_for(0.5)
+    node.bus.shutdown()  # the adapter is gone: python-can raises on the next operation
+    with pytest.raises(BusFailure, match="bus failed|failed") as info:
+        node.run(10.0)
+    report = info.value.report
+    assert report.stop_reason.startswith("bus failure") and report.ticks == 50
+    with can.BLFReader(str(log)) as reader:
+        assert len(list(reader)) == report.counters["tx_frames"] == report.log_frames
+    assert (tmp_path / "run.log").read_text().count("\n") == report.log_frames
+    assert not node.log.alive
+
+
+def test_bus_off_stops_the_run(request):
+    with Session(request) as s:
+        s.step(3)
+        s.bus.send(can.Message(arbitration_id=0x40, is_error_frame=True, dlc=8, data=bytes(8)))
+        with pytest.raises(BusFailure, match="bus-off"):
+            s.node.run_for(DT)
+        assert s.node.counters["error_frames"] == 1
+
+
+def test_open_bus_like_python_can_tools(monkeypatch):
+    monkeypatch.delenv("CAN_INTERFACE", raising=False)
+    monkeypatch.setattr(can, "rc", {})
+    monkeypatch.setattr(can.util, "CONFIG_FILES", [])
+    with open_bus(channel="ch-default") as bus:  # no interface anywhere: the virtual bus
+        assert type(bus).__name__ == "VirtualBus" and bus.channel_id == "ch-default"
+    monkeypatch.setenv("CAN_INTERFACE", "virtual")
+    monkeypatch.setenv("CAN_CHANNEL", "from-env")
+    with open_bus() as bus:  # python-can's environment is honoured
+        assert bus.channel_id == "from-env"
+    with pytest.raises(BusError, match="cannot open the CAN bus on interface 'socketcan'"):
+        open_bus(interface="socketcan", channel="no-such-can9")
+
+
+def test_serve_runs_in_lockstep_and_prints_cycle_times(tmp_path, capsys):
+    from hil.cli import main
+
+    log = tmp_path / "serve.trc"
+    assert main(["serve", "--lockstep", "--duration", "0.5", "-c", f"serve-{os.getpid()}", "--log", str(log),
+                 "--json", str(tmp_path / "report.json")]) == 0
+    out = capsys.readouterr().out
+    assert "BMS_Status" in out and "p99 |dev| ms" in out and "duration reached" in out
+    with can.LogReader(str(log)) as reader:
+        assert len(list(reader)) > 100
+
+
+def test_ctrl_c_stops_serve_cleanly_with_logs_flushed(tmp_path):
+    """A HIL engineer's Ctrl-C: exit 0, every log closed and readable, the cycle-time table printed."""
+    logs = [tmp_path / "hil.blf", tmp_path / "hil.asc", tmp_path / "hil.log"]
+    cmd = [sys.executable, "-m", "hil.cli", "serve", "-i", "virtual", "-c", "ctrl-c", "--rt-priority", "0"]
+    for log in logs:
+        cmd += ["--log", str(log)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=os.path.dirname(os.path.dirname(__file__)))
+    try:
+        first = proc.stdout.readline()
+        assert "bms-emu serve: BMS on" in first, first + proc.stderr.read()
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert "interrupted" in out and "BMS_CellVoltages" in out
+    for log in logs:
+        with can.LogReader(str(log)) as reader:
+            assert len(list(reader)) >= 20, log
