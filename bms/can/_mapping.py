@@ -6,6 +6,7 @@ Only what the BMS measures (``emulator.sensors``), estimates (``emulator.estimat
 from __future__ import annotations
 
 import math
+from operator import itemgetter
 
 import numpy as np
 
@@ -35,6 +36,14 @@ def _dtc_active(dtc) -> bool:
         return bool(int(status) & 0x01)  # ISO 14229 bit 0: testFailed
     except (TypeError, ValueError):
         return True
+
+
+def _has_value(obj, name: str) -> bool:
+    try:
+        value = getattr(obj, name)
+    except AttributeError:
+        return False
+    return value is not None and not callable(value)
 
 
 def fault_level(bms) -> int:
@@ -92,8 +101,21 @@ def _f(x) -> float:
     return x
 
 
+_STATUS = ("BmsState", "FaultLevel", "FaultLatched", "ContactorMainPositive", "ContactorMainNegative",
+           "ContactorPrecharge", "DischargeAllowed", "ChargeAllowed", "BalancingActive", "ChargerConnected",
+           "CommFault", "StateRequestEcho", "ActiveDtcCount")
+_PACK = ("PackVoltage", "LinkVoltage", "PackCurrent")
+_LIMITS = ("DischargeCurrentLimit", "ChargeCurrentLimit", "DischargePowerLimit", "ChargePowerLimit")
+
+
 class Publisher:
-    """Builds each TX message's signal values from the emulator's BMS-side state."""
+    """Builds each TX message's signal values from the emulator's BMS-side state.
+
+    ``handler(name)`` gives ``values(page)``: the values in the codec's ``signal_names(page)`` order, ready
+    for the generated encoder. The 10 ms messages build tuples directly (their field order is checked
+    against the DBC here, and reordered through a mapping if a DBC orders them differently); the slower
+    ones build mappings.
+    """
 
     def __init__(self, node, emulator, codec):
         self.node = node
@@ -102,16 +124,48 @@ class Publisher:
         params = emulator.pack.params
         self.n_series = params.n_series
         self.charge_voltage_V = params.cell.voltage_max_V * params.n_series
-        self._handlers = {
-            "BMS_Status": self.status, "BMS_PackMeasurements": self.pack, "BMS_Limits": self.limits,
-            "BMS_CellVoltageStats": self.cell_stats, "BMS_TemperatureStats": self.temperature_stats,
-            "BMS_SOC": self.soc, "BMS_Faults": self.faults, "BMS_SOP": self.sop,
-            "BMS_ChargeRequest": self.charge_request, "BMS_CellVoltages": self.cell_voltages,
-            "BMS_CellTemperatures": self.cell_temperatures,
-        }
+        bms = emulator.bms
+        self._fault_level = ((lambda: int(bms.fault_level)) if _has_value(bms, "fault_level")
+                             else (lambda: fault_level(bms)))
+        if _has_value(bms, "balancing_groups"):
+            self._balancing = lambda: bms.balancing_groups > 0
+        else:
+            balancing = getattr(bms, "balancing", None)
+            if balancing is None:
+                balancing = emulator.pack.state.balancing  # the BMS's own bleed command, not a measurement
+            self._balancing = lambda: bool(balancing.any())
+        self._tuples = {"BMS_Status": (self.status, _STATUS), "BMS_PackMeasurements": (self.pack, _PACK),
+                        "BMS_Limits": (self.limits, _LIMITS), "BMS_CellVoltages": (self.cell_voltages, None),
+                        "BMS_CellTemperatures": (self.cell_temperatures, None)}
+        self._per_page = {name: len(codec[name].signal_names(codec[name].pages[0]))
+                          for name in ("BMS_CellVoltages", "BMS_CellTemperatures") if name in codec.messages}
+        self._mappings = {"BMS_CellVoltageStats": self.cell_stats, "BMS_TemperatureStats": self.temperature_stats,
+                          "BMS_SOC": self.soc, "BMS_Faults": self.faults, "BMS_SOP": self.sop,
+                          "BMS_ChargeRequest": self.charge_request}
 
     def handler(self, name: str):
-        return self._handlers.get(name)
+        """``values(page)`` in the codec's order for message ``name``, or None if the BMS has no such data."""
+        message = self.codec.messages.get(name)
+        if message is None:
+            return None
+        if name in self._tuples:
+            fn, fields = self._tuples[name]
+            if fields is None or all(message.signal_names(p) == fields for p in message.pages):
+                return fn
+            def reorder(page, fn=fn, fields=fields):
+                values = dict(zip(fields, fn(page)))
+                return [values.get(n, 0) for n in message.signal_names(page)]
+            return reorder
+        fn = self._mappings.get(name)
+        if fn is None:
+            return None
+        getters = {p: itemgetter(*message.signal_names(p)) for p in message.pages}
+        single = {p: len(message.signal_names(p)) == 1 for p in message.pages}
+
+        def ordered(page, fn=fn):
+            values = getters[page](fn(page))
+            return (values,) if single[page] else values
+        return ordered
 
     def pages(self, name: str) -> tuple:
         message = self.codec[name]
@@ -128,45 +182,38 @@ class Publisher:
             return tuple(message.pages[: max(1, min(count, len(message.pages)))])
         return message.pages
 
-    # --- 10 ms ---------------------------------------------------------------------------------------
-    def status(self, page=None) -> dict:
+    # --- 10 ms (tuples, in the field order above) ------------------------------------------------------
+    def status(self, page=None) -> tuple:
         e, node = self.emulator, self.node
         bms = e.bms
         feedback = e.sensors.contactor_feedback
         limits = bms.limits
-        balancing = getattr(bms, "balancing", None)
-        if balancing is None:
-            balancing = e.pack.state.balancing  # the BMS's own bleed command, not a measurement of the truth
-        return {
-            "BmsState": int(bms.state), "FaultLevel": fault_level(bms), "FaultLatched": int(bool(bms.latched)),
-            "ContactorMainPositive": int(feedback[0] > 0.5), "ContactorMainNegative": int(feedback[1] > 0.5),
-            "ContactorPrecharge": int(feedback[2] > 0.5),
-            "DischargeAllowed": int(_f(limits.discharge_current_A) > 0),
-            "ChargeAllowed": int(_f(limits.charge_current_A) > 0),
-            "BalancingActive": int(bool(np.any(balancing))),
-            "ChargerConnected": int(node.charger_connected), "CommFault": int(node.comm_fault_active),
-            "StateRequestEcho": int(node.last_request), "ActiveDtcCount": len(bms.dtcs),
-        }
+        return (int(bms.state), self._fault_level(), 1 if bms.latched else 0, 1 if feedback[0] > 0.5 else 0,
+                1 if feedback[1] > 0.5 else 0, 1 if feedback[2] > 0.5 else 0,
+                1 if limits.discharge_current_A > 0 else 0, 1 if limits.charge_current_A > 0 else 0,
+                1 if self._balancing() else 0, 1 if node.charger_connected else 0,
+                1 if node.comm_fault_active else 0, node.last_request, len(bms.dtcs))
 
-    def pack(self, page=None) -> dict:
+    def pack(self, page=None) -> tuple:
         s = self.emulator.sensors
-        return {"PackVoltage": s.pack_voltage_V, "LinkVoltage": s.link_voltage_V, "PackCurrent": s.current_A}
+        return (s.pack_voltage_V, s.link_voltage_V, s.current_A)
 
-    def limits(self, page=None) -> dict:
+    def limits(self, page=None) -> tuple:
         lim = self.emulator.bms.limits
-        return {"DischargeCurrentLimit": _f(lim.discharge_current_A), "ChargeCurrentLimit": _f(lim.charge_current_A),
-                "DischargePowerLimit": _f(lim.discharge_power_W) / 1000.0,
-                "ChargePowerLimit": _f(lim.charge_power_W) / 1000.0}
+        return (lim.discharge_current_A, lim.charge_current_A, lim.discharge_power_W / 1000.0,
+                lim.charge_power_W / 1000.0)
 
-    def cell_voltages(self, page) -> dict:
-        message = self.codec["BMS_CellVoltages"]
-        names = message.signal_names(page)
-        k = len(names) * page
-        values = self.emulator.sensors.cell_voltage_V[k:k + len(names)].tolist()
-        values += [0.0] * (len(names) - len(values))
-        return dict(zip(names, values))
+    def cell_voltages(self, page) -> list:
+        n = self._per_page["BMS_CellVoltages"]
+        values = self.emulator.sensors.cell_voltage_V[n * page:n * page + n].tolist()
+        return values if len(values) == n else values + [0.0] * (n - len(values))
 
-    # --- slower ------------------------------------------------------------------------------------------
+    def cell_temperatures(self, page) -> list:
+        n = self._per_page["BMS_CellTemperatures"]
+        values = self.emulator.sensors.temperature_C[n * page:n * page + n].tolist()
+        return values if len(values) == n else values + [-50.0] * (n - len(values))
+
+    # --- slower (mappings) ----------------------------------------------------------------------------------
     def cell_stats(self, page=None) -> dict:
         v = self.emulator.sensors.cell_voltage_V
         lo, hi = int(np.argmin(v)), int(np.argmax(v))
@@ -222,15 +269,6 @@ class Publisher:
         return {"ChargeVoltageRequest": voltage, "ChargeCurrentRequest": max(current, 0.0),
                 "ChargeEnable": int(charging and current > 0)}
 
-    def cell_temperatures(self, page) -> dict:
-        message = self.codec["BMS_CellTemperatures"]
-        names = message.signal_names(page)
-        k = len(names) * page
-        values = self.emulator.sensors.temperature_C[k:k + len(names)].tolist()
-        values += [-50.0] * (len(names) - len(values))
-        return dict(zip(names, values))
-
-    # --- diagnostics ---------------------------------------------------------------------------------------
     def read_dtc(self, index: int) -> dict:
         dtcs = list(self.emulator.bms.dtcs)
         if not 0 <= index < len(dtcs):

@@ -107,6 +107,24 @@ def open_bus(interface: str | None = None, channel=None, *, bitrate: int | None 
         raise BusError(f"cannot open the CAN bus on {where}: {exc}{hint}") from exc
 
 
+class _TxTask:
+    """One cyclic message: its encoders (per page), value source, page cursor, alive counter, statistics."""
+
+    __slots__ = ("message", "values", "pages", "page_index", "encoders", "e2e", "counter", "counter_mask",
+                 "stats", "frame_id", "is_extended_id", "length", "is_fd")
+
+    def __init__(self, message: MessageCodec, values, pages, stats):
+        self.message, self.values, self.stats = message, values, stats
+        self.pages = tuple(pages) if message.multiplexer else None
+        self.page_index = 0
+        self.encoders = {page: message.encoder(page) for page in (self.pages or (None,))}
+        self.e2e = message.e2e is not None
+        self.counter = 0
+        self.counter_mask = (1 << message.e2e.counter_bits) - 1 if self.e2e else 0
+        self.frame_id, self.is_extended_id = message.frame_id, message.is_extended_id
+        self.length, self.is_fd = message.length, message.is_fd
+
+
 # --- reception monitoring ----------------------------------------------------------------------------
 @dataclass
 class _RxMessage:
@@ -252,8 +270,8 @@ class CanNode:
         slot = 0
         for message in self.codec.sent_by(self.node_name):
             self._tx_ids.add((message.frame_id, message.is_extended_id))
-            handler = self._publisher.handler(message.name)
-            if message.cycle_time_s is None or handler is None:
+            values = self._publisher.handler(message.name)
+            if message.cycle_time_s is None or values is None:
                 continue
             period = int(round(message.cycle_time_s * 1e9))
             pages = self._publisher.pages(message.name)
@@ -265,8 +283,8 @@ class CanNode:
             if period > tick:  # spread the slower messages over the ticks of their period
                 phase = (slot * tick) % period
                 slot += 1
-            payload = [message, handler, pages, 0, self.stats.track(message.name, "tx", period), 0]
-            self._scheduler.add(message.name, period, phase_ns=phase, payload=payload)
+            task = _TxTask(message, values, pages, self.stats.track(message.name, "tx", period))
+            self._scheduler.add(message.name, period, phase_ns=phase, payload=task)
 
     def _build_rx(self) -> None:
         handlers = {"VCU_Command": self._on_vcu_command, "CHG_Status": self._on_charger_status,
@@ -407,11 +425,11 @@ class CanNode:
                 self.skipped_ticks += skipped
                 clock.rebase(skipped * self.period_ns)
                 now -= skipped * self.period_ns
-            self.stats.record(self.tick_stats, now)
+            self.tick_stats.add(now)
             self._send_prepared(now, True)
         else:
             clock.wait_until(t_ns)
-            self.stats.record(self.tick_stats, t_ns)
+            self.tick_stats.add(t_ns)
             self._send_prepared(t_ns, False)
         if k:  # the BMS reads its mailbox from its first task after power-on (t = dt) on
             self._receive(t_ns)
@@ -428,27 +446,31 @@ class CanNode:
     def _prepare(self, t_ns: int) -> None:
         """Encode the frames due at ``t_ns`` from the state now (the end of the tick before)."""
         prepared = self._prepared
+        Message = can.Message
         for task in self._scheduler.pop_due(t_ns):
-            payload = task.payload
-            message, handler, pages, page_index, stats, counter = payload
-            page = pages[page_index] if message.multiplexer else None
-            if message.multiplexer:
-                payload[3] = (page_index + 1) % len(pages)
-            values = handler(page)
-            data = message.encode_values([values[n] for n in message.signal_names(page)], page)
-            if message.e2e is not None:
-                data = message.protect(data, counter)
-                payload[5] = (counter + 1) & ((1 << message.e2e.counter_bits) - 1)
-            prepared.append((stats, can.Message(arbitration_id=message.frame_id, is_extended_id=message.is_extended_id,
-                                                data=data, dlc=message.length, is_fd=message.is_fd, is_rx=False,
-                                                check=False)))
+            tx = task.payload
+            page = None
+            if tx.pages is not None:
+                page = tx.pages[tx.page_index]
+                tx.page_index = (tx.page_index + 1) % len(tx.pages)
+            values = tx.values(page)
+            if tx.e2e:
+                data = tx.encoders[page](tx.counter, *values)
+                tx.counter = (tx.counter + 1) & tx.counter_mask
+            else:
+                data = tx.encoders[page](*values)
+            prepared.append((tx.stats, Message(arbitration_id=tx.frame_id, is_extended_id=tx.is_extended_id,
+                                               data=data, dlc=tx.length, is_fd=tx.is_fd, is_rx=False,
+                                               check=False)))
 
     def _send_prepared(self, t_ns: int, realtime: bool) -> None:
         prepared = self._prepared
         if not prepared:
             return
-        bus, clock, stats, batch = self.bus, self.clock, self.stats, self._log_batch
+        bus, clock, batch = self.bus, self.clock, self._log_batch
+        send = bus.send
         sent = 0
+        stamp = clock.timestamp(t_ns)
         try:
             for st, msg in prepared:
                 if realtime:
@@ -456,14 +478,14 @@ class CanNode:
                     msg.timestamp = clock.timestamp(now)
                 else:
                     now = t_ns
-                    msg.timestamp = clock.timestamp(t_ns)
+                    msg.timestamp = stamp
                 try:
-                    bus.send(msg)
+                    send(msg)
                 except (can.CanError, OSError) as exc:
                     self._tx_failed(exc, t_ns)
                     continue
                 sent += 1
-                stats.record(st, now)
+                st.add(now)
                 batch.append(msg)
         finally:
             prepared.clear()
@@ -482,7 +504,7 @@ class CanNode:
             self._tx_failed(exc, t_ns)
             return
         self.counters["tx_frames"] += 1
-        self.stats.record(stats, t_ns)
+        stats.add(t_ns)
         self._log_batch.append(msg)
 
     # --- bus errors ----------------------------------------------------------------------------------------
@@ -567,7 +589,7 @@ class CanNode:
             counters["wrong_dlc"] += 1
             return
         stamp = t_ns if not self.clock.realtime else int(msg.timestamp * 1e9)
-        self.stats.record(rx.stats, stamp)
+        rx.stats.add(stamp)
         if message.e2e is not None:
             if not message.crc_ok(data):
                 counters["crc_errors"] += 1

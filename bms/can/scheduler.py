@@ -63,20 +63,21 @@ class Scheduler:
         """Every task due at or before ``now_ns``, in (deadline, order) order; each is rescheduled."""
         heap = self._heap
         due: list[Task] = []
+        replace, pop = heapq.heapreplace, heapq.heappop
         while heap and heap[0][0] <= now_ns:
-            _, _, task = heapq.heappop(heap)
+            deadline, order, task = heap[0]
             if not task.active:
+                pop(heap)
                 continue
             due.append(task)
-        for task in due:
             task.runs += 1
-            nxt = task.next_due_ns + task.period_ns
+            nxt = deadline + task.period_ns
             if nxt <= now_ns:  # late by a period or more: skip to the first deadline after now
                 skipped = (now_ns - nxt) // task.period_ns + 1
                 task.missed += skipped
                 nxt += skipped * task.period_ns
             task.next_due_ns = nxt
-            heapq.heappush(heap, (nxt, task.order, task))
+            replace(heap, (nxt, order, task))
         return due
 
     def __len__(self) -> int:
