@@ -37,7 +37,8 @@ IN_NEXT_SLOW = 7       # s, next slow task
 IN_SLOW_PERIOD = 8     # s
 IN_CORE_MAX = 9        # degC, hottest core estimate (nan: none)
 IN_CORE_MIN = 10       # degC, coldest core estimate (nan: none)
-N_IN = 11
+IN_R_REF = 11          # ohm, datasheet R0 of a group at the present temperature (stack-pressure reference)
+N_IN = 12
 
 # parameters (from the configuration)
 PAR_CELL_MIN = 0
@@ -59,7 +60,9 @@ PAR_REG_TAU = 15        # s, stack-pressure regression forgetting time
 PAR_REG_MIN_VAR = 16    # A^2
 PAR_BAL_MAX_T = 17      # degC, no balancing above
 PAR_BAL_MIN_V = 18      # V, no bleeding of a group below
-N_PAR = 19
+PAR_REST_A = 19         # A, imbalance is judged only with |current| at or below this
+PAR_LP_TAU = 20         # s, low-pass on voltage and current before the stack-pressure regression
+N_PAR = 21
 
 # kernel scalars (kernel-owned state)
 KS_LAST_SLOW = 0
@@ -69,8 +72,9 @@ KS_CUR_STUCK_T = 3
 KS_REG_MI = 4
 KS_REG_MII = 5
 KS_REG_TIME = 6
-KS_VSUM = 7            # V, last sum of the cell readings (all channels)
-N_KS = 8
+KS_VSUM = 7            # V, last sum of the valid cell readings
+KS_LP_I = 8            # A, low-passed current
+N_KS = 9
 
 # outputs (kernel -> Python), refreshed by the slow task
 OUT_V_MIN = 0
@@ -86,7 +90,7 @@ OUT_T_MAX_IDX = 9
 OUT_N_VALID_T = 10
 OUT_RATIO_MAX = 11
 OUT_RATIO_IDX = 12
-OUT_R_MEAN = 13        # ohm, mean group resistance from the regression (nan until judged)
+OUT_R_REF = 13         # ohm, reference resistance of the last judgement
 OUT_SLOW_DT = 14
 N_OUT = 15
 
@@ -136,6 +140,7 @@ class ProtectionState:
         self.lv_contactor = np.zeros((2, 3), dtype=np.uint8)
         self.tm_group = np.zeros((ns, 4))                      # stack pressure
         self.lv_group = np.zeros(ns, dtype=np.uint8)
+        self.lp_v = np.full(ns, np.nan)                         # V, low-passed group voltages
         self.reg_mv = np.zeros(ns)
         self.reg_miv = np.zeros(ns)
         self.ratio = np.ones(ns)
@@ -157,6 +162,7 @@ class ProtectionState:
         self.ks[:] = 0.0
         self.ks[KS_LAST_SLOW] = math.nan
         self.ks[KS_CUR_LAST] = math.nan
+        self.ks[KS_LP_I] = math.nan
 
     def configure(self, c: BmsConfig, capacity_Ah: float) -> None:
         """Threshold, debounce and parameter tables from a configuration."""
@@ -213,3 +219,5 @@ class ProtectionState:
         par[PAR_REG_MIN_VAR] = c.stack_pressure_min_current_A ** 2
         par[PAR_BAL_MAX_T] = c.balancing_max_temp_C
         par[PAR_BAL_MIN_V] = c.balancing_min_cell_V
+        par[PAR_REST_A] = c.rest_current_A
+        par[PAR_LP_TAU] = c.stack_pressure_filter_s

@@ -154,13 +154,16 @@ class BmsConfig:
     pack_mismatch_emergency_V: float = _c(INF, threshold)
     pack_mismatch_debounce_s: tuple = _c([1.0, 1.0, 1.0], debounce_triple)
     voltage_mismatch_hysteresis_V: float = _c(2.0, non_negative)
-    # --- stack pressure (relative resistance of a group from a running regression on the current) --
-    stack_pressure_warning_ratio: float = _c(1.3, threshold)
+    # --- stack pressure: 1 + (a group's resistance over the pack mean, from a running regression of the
+    #     low-passed voltage deviations on the low-passed current) / datasheet R0 of a group --------------
+    stack_pressure_warning_ratio: float = _c(1.4, threshold, "healthy 192s2p packs stay below ~1.25")
     stack_pressure_error_ratio: float = _c(2.5, threshold)
     stack_pressure_emergency_ratio: float = _c(INF, threshold)
     stack_pressure_debounce_s: tuple = _c([20.0, 20.0, 20.0], debounce_triple)
     stack_pressure_hysteresis: float = _c(0.05, non_negative)
-    stack_pressure_window_s: float = _c(60.0, positive, "forgetting time of the regression")
+    stack_pressure_window_s: float = _c(120.0, positive, "forgetting time of the regression")
+    stack_pressure_filter_s: float = _c(10.0, positive, "low-pass before the regression: weights the "
+                                        "interfacial (tau1) resistance in")
     stack_pressure_min_current_A: float = _c(10.0, positive, "rms current variation needed to judge")
     stack_pressure_derate: float = _c(0.5, unit_interval)
     # --- contactors and precharge -----------------------------------------------------------------
@@ -178,7 +181,8 @@ class BmsConfig:
     vcu_timeout_s: float = _c(0.5, positive)
     charger_timeout_s: float = _c(1.0, positive)
     # --- limits ----------------------------------------------------------------------------------
-    voltage_limit_margin_V: float = _c(0.05, non_negative, "cells kept this far inside their window")
+    voltage_limit_margin_V: float = _c(0.02, non_negative, "the voltage limit keeps the cells this far inside "
+                                       "the under/overvoltage warning thresholds")
     resistance_margin: float = _c(0.2, non_negative, "on the datasheet resistance in the voltage limit")
     limit_horizon_s: float = _c(10.0, positive, "resistance horizon of the voltage limit; SOP horizon used")
     discharge_derate_temp_C: tuple = _c([-25.0, -20.0, 0.0, 10.0, 55.0, 65.0, 70.0, 80.0], increasing_table)
@@ -190,16 +194,17 @@ class BmsConfig:
     rest_current_A: float = _c(2.0, positive, "|current| below this is rest")
     rest_time_s: float = _c(60.0, non_negative, "rest this long re-anchors the voltage-based SOC")
     # --- charging --------------------------------------------------------------------------------
-    charge_end_cell_V: float = _c(4.20, positive)
+    charge_end_cell_V: float = _c(4.19, positive, "below the voltage limit's ceiling, which the CV phase "
+                                  "approaches")
     charge_end_current_A: float = _c(6.0, positive)
     charge_end_debounce_s: float = _c(5.0, non_negative)
     # --- balancing -------------------------------------------------------------------------------
     balancing_enabled: bool = _c(True, boolean)
     balancing_period_s: float = _c(5.0, positive)
-    balancing_start_soc: float = _c(0.005, unit_interval, "bleed groups this far above the lowest")
-    balancing_stop_soc: float = _c(0.002, unit_interval)
-    balancing_start_V: float = _c(0.005, non_negative, "without SOC: voltage above the lowest, at rest")
-    balancing_stop_V: float = _c(0.002, non_negative)
+    balancing_start_soc: float = _c(0.003, unit_interval, "bleed groups this far above the lowest")
+    balancing_stop_soc: float = _c(0.001, unit_interval)
+    balancing_start_V: float = _c(0.003, non_negative, "without SOC: voltage above the lowest, at rest")
+    balancing_stop_V: float = _c(0.001, non_negative)
     balancing_max_temp_C: float = _c(55.0, threshold)
     balancing_min_cell_V: float = _c(3.0, non_negative)
 
@@ -249,9 +254,10 @@ class BmsConfig:
         if self.balancing_stop_V > self.balancing_start_V:
             yield ("balancing_stop_V", f"<= balancing_start_V ({self.balancing_start_V})", self.balancing_stop_V,
                    None)
-        if self.charge_end_cell_V > self.cell_overvoltage_warning_V:
-            yield ("charge_end_cell_V", f"<= cell_overvoltage_warning_V ({self.cell_overvoltage_warning_V})",
-                   self.charge_end_cell_V, "charging would end in an overvoltage warning")
+        ceiling = self.cell_overvoltage_warning_V - self.voltage_limit_margin_V
+        if not self.charge_end_cell_V < ceiling:
+            yield ("charge_end_cell_V", f"< cell_overvoltage_warning_V - voltage_limit_margin_V ({ceiling:.4g})",
+                   self.charge_end_cell_V, "the charge current tapers towards that ceiling and would never end")
 
     def replace(self, **changes) -> "BmsConfig":
         """A validated copy with some values changed; unknown keys are named with the nearest known one."""

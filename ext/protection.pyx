@@ -42,7 +42,7 @@ cdef int PAR_TEMP_MAX = L.PAR_TEMP_MAX, PAR_DISAGREE_K = L.PAR_DISAGREE_K, PAR_R
 cdef int PAR_CUR_MAX = L.PAR_CUR_MAX, PAR_OC_WARN = L.PAR_OC_WARN, PAR_OC_ERR = L.PAR_OC_ERR
 cdef int PAR_OC_OFFSET = L.PAR_OC_OFFSET, PAR_OC_EM_DIS = L.PAR_OC_EM_DIS, PAR_OC_EM_CH = L.PAR_OC_EM_CH
 cdef int PAR_REG_TAU = L.PAR_REG_TAU, PAR_REG_MIN_VAR = L.PAR_REG_MIN_VAR
-cdef int PAR_BAL_MAX_T = L.PAR_BAL_MAX_T, PAR_BAL_MIN_V = L.PAR_BAL_MIN_V
+cdef int PAR_BAL_MAX_T = L.PAR_BAL_MAX_T, PAR_BAL_MIN_V = L.PAR_BAL_MIN_V, PAR_REST_A = L.PAR_REST_A
 cdef int KS_LAST_SLOW = L.KS_LAST_SLOW, KS_CUR_LAST = L.KS_CUR_LAST, KS_CUR_REF_VSUM = L.KS_CUR_REF_VSUM
 cdef int KS_CUR_STUCK_T = L.KS_CUR_STUCK_T, KS_REG_MI = L.KS_REG_MI, KS_REG_MII = L.KS_REG_MII
 cdef int KS_REG_TIME = L.KS_REG_TIME, KS_VSUM = L.KS_VSUM
@@ -50,7 +50,8 @@ cdef int OUT_V_MIN = L.OUT_V_MIN, OUT_V_MAX = L.OUT_V_MAX, OUT_V_MIN_IDX = L.OUT
 cdef int OUT_V_MAX_IDX = L.OUT_V_MAX_IDX, OUT_V_SUM = L.OUT_V_SUM, OUT_N_VALID_V = L.OUT_N_VALID_V
 cdef int OUT_T_MIN = L.OUT_T_MIN, OUT_T_MAX = L.OUT_T_MAX, OUT_T_MIN_IDX = L.OUT_T_MIN_IDX
 cdef int OUT_T_MAX_IDX = L.OUT_T_MAX_IDX, OUT_N_VALID_T = L.OUT_N_VALID_T, OUT_RATIO_MAX = L.OUT_RATIO_MAX
-cdef int OUT_RATIO_IDX = L.OUT_RATIO_IDX, OUT_R_MEAN = L.OUT_R_MEAN, OUT_SLOW_DT = L.OUT_SLOW_DT
+cdef int OUT_RATIO_IDX = L.OUT_RATIO_IDX, OUT_R_REF = L.OUT_R_REF, OUT_SLOW_DT = L.OUT_SLOW_DT
+cdef int IN_R_REF = L.IN_R_REF, PAR_LP_TAU = L.PAR_LP_TAU, KS_LP_I = L.KS_LP_I
 
 
 cdef inline int raw3(double x, double t0, double t1, double t2) noexcept nogil:
@@ -170,6 +171,7 @@ cdef class ProtectionKernel:
     cdef unsigned char* lv_contactor
     cdef double* tm_group
     cdef unsigned char* lv_group
+    cdef double* lp_v
     cdef double* reg_mv
     cdef double* reg_miv
     cdef double* ratio
@@ -220,6 +222,7 @@ cdef class ProtectionKernel:
         self.lv_contactor = uptr(s.lv_contactor, 6, "lv_contactor", owners)
         self.tm_group = dptr(s.tm_group, ns * 4, "tm_group", owners)
         self.lv_group = uptr(s.lv_group, ns, "lv_group", owners)
+        self.lp_v = dptr(s.lp_v, ns, "lp_v", owners)
         self.reg_mv = dptr(s.reg_mv, ns, "reg_mv", owners)
         self.reg_miv = dptr(s.reg_miv, ns, "reg_miv", owners)
         self.ratio = dptr(s.ratio, ns, "ratio", owners)
@@ -453,38 +456,48 @@ cdef class ProtectionKernel:
             ks[KS_CUR_STUCK_T] = ks[KS_CUR_STUCK_T] + dts
         ks[KS_VSUM] = v_sum
 
-        # imbalance and pack sensor against the sum of the cells
-        self._slow_scalar(P_IMB, v_max - v_min if n_valid >= 2 else 0.0, dts, i_max)
+        # imbalance (at rest, where resistance spread does not show) and pack sensor against the cell sum
+        if fabs(I) <= par[PAR_REST_A]:
+            self._slow_scalar(P_IMB, v_max - v_min if n_valid >= 2 else 0.0, dts, i_max)
         self._slow_scalar(P_PACK, fabs(r[ns + nt + 1] - v_sum) if n_valid == ns else 0.0, dts, -1)
 
-        # stack pressure: each group's resistance from a running regression of its voltage on the current
-        cdef double lam, mi, var, res, r_mean, best = 0.0
+        # stack pressure: each group's resistance above the pack mean, from a running regression of its
+        # low-passed voltage deviation (from the mean of the valid groups) on the low-passed current
+        cdef double lam, a, mi, var, mean, lp_i, d, r_ref = self.inp[IN_R_REF], best = 0.0
         cdef int own_sp = 0, i_best = -1
         cdef double* mv = self.reg_mv
         cdef double* miv = self.reg_miv
         cdef double* ratio = self.ratio
-        if isfinite(I):
+        cdef double* lp_v = self.lp_v
+        if isfinite(I) and n_valid >= 2:
+            a = 1.0 - exp(-dts / par[PAR_LP_TAU])
             lam = exp(-dts / par[PAR_REG_TAU])
-            ks[KS_REG_MI] = lam * ks[KS_REG_MI] + (1.0 - lam) * I
-            ks[KS_REG_MII] = lam * ks[KS_REG_MII] + (1.0 - lam) * (I * I)
+            lp_i = I if ks[KS_LP_I] != ks[KS_LP_I] else ks[KS_LP_I] + a * (I - ks[KS_LP_I])
+            ks[KS_LP_I] = lp_i
+            mean = 0.0
             for c in range(ns):
                 if valid[c]:
-                    mv[c] = lam * mv[c] + (1.0 - lam) * r[c]
-                    miv[c] = lam * miv[c] + (1.0 - lam) * (r[c] * I)
+                    if lp_v[c] != lp_v[c]:
+                        lp_v[c] = r[c]
+                    else:
+                        lp_v[c] = lp_v[c] + a * (r[c] - lp_v[c])
+                    mean = mean + lp_v[c]
+            mean = mean / n_valid
+            ks[KS_REG_MI] = lam * ks[KS_REG_MI] + (1.0 - lam) * lp_i
+            ks[KS_REG_MII] = lam * ks[KS_REG_MII] + (1.0 - lam) * (lp_i * lp_i)
+            for c in range(ns):
+                if valid[c]:
+                    d = lp_v[c] - mean
+                    mv[c] = lam * mv[c] + (1.0 - lam) * d
+                    miv[c] = lam * miv[c] + (1.0 - lam) * (d * lp_i)
             ks[KS_REG_TIME] = ks[KS_REG_TIME] + dts
-        mi = ks[KS_REG_MI]
-        var = ks[KS_REG_MII] - mi * mi
-        if ks[KS_REG_TIME] >= par[PAR_REG_TAU] and var >= par[PAR_REG_MIN_VAR] and n_valid >= 2:
-            r_mean = 0.0
-            for c in range(ns):
-                if valid[c]:
-                    r_mean = r_mean + (-(miv[c] - mi * mv[c]) / var)
-            r_mean = r_mean / n_valid
-            if r_mean > 0.0:
+            mi = ks[KS_REG_MI]
+            var = ks[KS_REG_MII] - mi * mi
+            if ks[KS_REG_TIME] >= par[PAR_REG_TAU] and var >= par[PAR_REG_MIN_VAR] and r_ref > 0.0:
                 thr = self.thr + 4 * P_SP
                 deb = self.deb + 4 * P_SP
                 for c in range(ns):
-                    x = (-(miv[c] - mi * mv[c]) / var) / r_mean
+                    x = 1.0 + (-(miv[c] - mi * mv[c]) / var) / r_ref
                     ratio[c] = x
                     if not valid[c]:
                         reset4(self.tm_group + 4 * c, self.lv_group + c)
@@ -500,7 +513,7 @@ cdef class ProtectionKernel:
                 self.worst[2 * P_SP + 1] = best
                 out[OUT_RATIO_MAX] = best
                 out[OUT_RATIO_IDX] = i_best
-                out[OUT_R_MEAN] = r_mean
+                out[OUT_R_REF] = r_ref
 
         self._slow_temperatures(dts)
 

@@ -220,27 +220,32 @@ class ProtectionKernel:
             ks[L.KS_CUR_STUCK_T] += dts
         ks[L.KS_VSUM] = v_sum
 
-        # imbalance and pack sensor against the sum of the cells
-        x = v_max - v_min if n_valid >= 2 else 0.0
-        self._slow_scalar(P.CELL_IMBALANCE, x, dts, i_max)
+        # imbalance (at rest, where resistance spread does not show) and pack sensor against the cell sum
+        if abs(I) <= par[L.PAR_REST_A]:
+            self._slow_scalar(P.CELL_IMBALANCE, v_max - v_min if n_valid >= 2 else 0.0, dts, i_max)
         x = abs(float(r[ns + nt + 1]) - v_sum) if n_valid == ns else 0.0
         self._slow_scalar(P.PACK_VOLTAGE_MISMATCH, x, dts, -1)
 
-        # stack pressure: each group's resistance from a running regression of its voltage on the current
-        if math.isfinite(I):
+        # stack pressure: each group's resistance above the pack mean, from a running regression of its
+        # low-passed voltage deviation (from the mean of the valid groups) on the low-passed current
+        if math.isfinite(I) and n_valid >= 2:
+            a = 1.0 - math.exp(-dts / par[L.PAR_LP_TAU])
             lam = math.exp(-dts / par[L.PAR_REG_TAU])
-            ks[L.KS_REG_MI] = lam * ks[L.KS_REG_MI] + (1.0 - lam) * I
-            ks[L.KS_REG_MII] = lam * ks[L.KS_REG_MII] + (1.0 - lam) * (I * I)
-            s.reg_mv[:] = np.where(valid, lam * s.reg_mv + (1.0 - lam) * v, s.reg_mv)
-            s.reg_miv[:] = np.where(valid, lam * s.reg_miv + (1.0 - lam) * (v * I), s.reg_miv)
+            lp_i = I if math.isnan(ks[L.KS_LP_I]) else ks[L.KS_LP_I] + a * (I - ks[L.KS_LP_I])
+            ks[L.KS_LP_I] = lp_i
+            s.lp_v[:] = np.where(valid, np.where(np.isnan(s.lp_v), v, s.lp_v + a * (v - s.lp_v)), s.lp_v)
+            mean = seq_sum(s.lp_v[valid]) / n_valid
+            d = s.lp_v - mean
+            ks[L.KS_REG_MI] = lam * ks[L.KS_REG_MI] + (1.0 - lam) * lp_i
+            ks[L.KS_REG_MII] = lam * ks[L.KS_REG_MII] + (1.0 - lam) * (lp_i * lp_i)
+            s.reg_mv[:] = np.where(valid, lam * s.reg_mv + (1.0 - lam) * d, s.reg_mv)
+            s.reg_miv[:] = np.where(valid, lam * s.reg_miv + (1.0 - lam) * (d * lp_i), s.reg_miv)
             ks[L.KS_REG_TIME] += dts
-        mi = ks[L.KS_REG_MI]
-        var = ks[L.KS_REG_MII] - mi * mi
-        if ks[L.KS_REG_TIME] >= par[L.PAR_REG_TAU] and var >= par[L.PAR_REG_MIN_VAR] and n_valid >= 2:
-            res = -(s.reg_miv - mi * s.reg_mv) / var
-            r_mean = seq_sum(res[valid]) / n_valid
-            if r_mean > 0.0:
-                s.ratio[:] = res / r_mean
+            mi = ks[L.KS_REG_MI]
+            var = ks[L.KS_REG_MII] - mi * mi
+            r_ref = inp[L.IN_R_REF]
+            if ks[L.KS_REG_TIME] >= par[L.PAR_REG_TAU] and var >= par[L.PAR_REG_MIN_VAR] and r_ref > 0.0:
+                s.ratio[:] = 1.0 + (-(s.reg_miv - mi * s.reg_mv) / var) / r_ref
                 thr = s.thr[P.STACK_PRESSURE_LOSS]
                 x = s.ratio
                 debounce(raw_levels(x, thr[0], thr[1], thr[2]), clear_ok_over(x, thr, s.lv_group),
@@ -250,7 +255,7 @@ class ProtectionKernel:
                 s.own[P.STACK_PRESSURE_LOSS] = s.lv_group.max()
                 i = int(np.nanargmax(np.where(valid, x, np.nan)))
                 s.worst[P.STACK_PRESSURE_LOSS] = (i, x[i])
-                out[L.OUT_RATIO_MAX], out[L.OUT_RATIO_IDX], out[L.OUT_R_MEAN] = x[i], i, r_mean
+                out[L.OUT_RATIO_MAX], out[L.OUT_RATIO_IDX], out[L.OUT_R_REF] = x[i], i, r_ref
 
         self._slow_temperatures(r[ns:ns + nt].copy(), dts)
 

@@ -1,0 +1,291 @@
+"""The emulated BMS in the closed loop: scenarios a VCU or charger firmware would meet.
+
+Every assertion message says what happened at which simulated time (``story`` prints the BMS's events).
+"""
+import math
+
+import numpy as np
+import pytest
+
+from bms import load_pack
+from bms.config import BmsConfig
+from bms.controller import BmsState, FaultLevel, StateRequest
+from bms.emulator import Emulator
+from bms.faults import Protection
+from bms.sensors import OpenWire, Stuck
+
+from hil.cycles import load_cycle
+from hil.vehicle import Vehicle, power_profile
+
+
+def story(bms, kinds=("state", "fault", "contactor", "request", "precharge", "charge"), last=25) -> str:
+    lines = [f"  t={e.t_s:9.2f} s  {e.kind:9s} {e.detail}" for e in bms.events if e.kind in kinds]
+    return "BMS events:\n" + "\n".join(lines[-last:])
+
+
+def run(emu, seconds, load=lambda emu: 0.0, vcu=True, until=None, **tick):
+    """Tick for ``seconds``; the VCU (if ``vcu``) talks every 100 ms; ``load(emu)`` is the current demand."""
+    bms = emu.bms
+    for _ in range(int(round(seconds / emu.dt_s))):
+        if vcu and emu.ticks % 10 == 0:
+            bms.vcu_alive(emu.t_s)
+        emu.tick(load(emu), **{k: (v(emu) if callable(v) else v) for k, v in tick.items()})
+        if until is not None and until(emu):
+            return True
+    return False
+
+
+def start_driving(emu):
+    run(emu, 0.5)
+    emu.bms.request(StateRequest.DRIVE, emu.t_s)
+    run(emu, 1.0)
+    assert emu.bms.state == BmsState.READY, f"not READY 1 s after DRIVE at t={emu.t_s:.2f} s\n{story(emu.bms)}"
+
+
+def dtc(bms, protection):
+    return next((d for d in bms.dtcs if d.code == 0x1A00 + protection), None)
+
+
+def first_event(bms, kind, **match):
+    return next((e for e in bms.events if e.kind == kind and all(e.detail.get(k) == v for k, v in match.items())),
+                None)
+
+
+SMALL = dict(pack={"n_series": 16, "n_modules": 1})
+
+
+@pytest.mark.parametrize("estimator", [None, "auto"])
+def test_cold_start_discharge_derated_charge_refused(estimator):
+    emu = Emulator(seed=4, initial_soc=0.6, temp_C=-20.0, estimator=estimator)
+    bms, cell, capacity = emu.bms, emu.params.cell, emu.params.capacity_Ah
+    start_driving(emu)
+    run(emu, 2.0)
+    lim = bms.limits
+    assert 0 < lim.discharge_current_A < 0.5 * cell.discharge_continuous_C_rate * capacity, \
+        f"at t={emu.t_s:.1f} s, -20 degC: discharge limit {lim.discharge_current_A:.1f} A, expected allowed " \
+        f"but derated\n{story(bms)}"
+    assert lim.discharge_power_W > 0 and lim.charge_current_A == 0 and lim.charge_power_W == 0, lim
+    # the VCU may drive within the limit; regen stays forbidden
+    assert not run(emu, 20.0, load=lambda e: e.limited(200.0), until=lambda e: e.bms.state != BmsState.READY), \
+        f"left READY at t={emu.t_s:.1f} s while driving within the limits\n{story(bms)}"
+    assert emu.pack.current_A > 0 and bms.limits.charge_current_A == 0
+    assert bms.levels["DISCHARGE_UNDERTEMPERATURE"] <= FaultLevel.WARNING
+    # charging is refused below 0 degC, with a charger offering plenty
+    bms.charger_offer(emu.t_s, max_voltage_V=820.0, max_current_A=200.0)
+    bms.request(StateRequest.CHARGE, emu.t_s)
+    run(emu, 2.0, load=lambda e: -e.bms.charge_request_A)
+    refused = first_event(bms, "request", request="CHARGE", accepted=False)
+    assert refused is not None and bms.state != BmsState.CHARGING, story(bms)
+    assert bms.charge_request_A == 0 and bms.limits.charge_current_A == 0
+    assert emu.pack.current_A >= -0.5, f"charge current {emu.pack.current_A:.2f} A flows at -20 degC"
+
+
+def test_overtemperature_during_us06_derates_then_opens_in_a_controlled_way():
+    emu = Emulator(seed=5, initial_soc=0.8, temp_C=50.0, estimator=None)
+    bms = emu.bms
+    power, _ = power_profile(load_cycle("us06"), Vehicle(), emu.dt_s)
+    start_driving(emu)
+    k = 0
+    peak_before_warning = derated = None
+
+    def demand(e):
+        return power[min(k, len(power) - 1)] / max(e.sensors.link_voltage_V, 1.0)
+
+    # the coolant loop fails and heats up at 0.2 K/s; a compliant VCU follows the published limits
+    while k < len(power) and not (bms.state == BmsState.FAULT and bms.contactors_open):
+        run(emu, emu.dt_s, load=lambda e: e.limited(demand(e)), coolant_C=lambda e: 50.0 + 0.2 * e.t_s)
+        k += 1
+        level = bms.levels["DISCHARGE_OVERTEMPERATURE"]
+        if level == FaultLevel.NONE:
+            peak_before_warning = bms.limits.discharge_current_A
+        elif level == FaultLevel.WARNING and bms.limits.discharge_current_A < 0.8 * peak_before_warning:
+            derated = derated or emu.t_s
+    warning = first_event(bms, "fault", protection="DISCHARGE_OVERTEMPERATURE", level="WARNING")
+    error = first_event(bms, "fault", protection="DISCHARGE_OVERTEMPERATURE", level="ERROR")
+    assert warning and error and warning.t_s < error.t_s, story(bms)
+    assert derated is not None and derated < error.t_s, \
+        f"no derating between the warning at {warning.t_s:.1f} s and the error at {error.t_s:.1f} s\n{story(bms)}"
+    assert bms.state == BmsState.FAULT and bms.contactors_open, story(bms)
+    opened = [e for e in bms.events if e.kind == "contactor" and e.detail["name"] == "main_positive"
+              and not e.detail["closed"]]
+    assert opened and abs(opened[-1].detail["current_A"]) <= bms.config.open_current_threshold_A, \
+        f"main+ opened under load: {opened[-1] if opened else None}\n{story(bms)}"
+    assert "under load" not in opened[-1].detail["reason"]
+    d = dtc(bms, Protection.DISCHARGE_OVERTEMPERATURE)
+    assert d.status == "confirmed" and d.level == FaultLevel.ERROR and d.freeze_frame["temperature_max_C"] >= 55
+
+
+def test_open_wire_is_confirmed_within_its_debounce_and_opens_the_contactors():
+    emu = Emulator(load_pack().replace(**SMALL), seed=6, initial_soc=0.5, estimator=None)
+    bms, c = emu.bms, emu.bms.config
+    start_driving(emu)
+    run(emu, 2.0, load=lambda e: e.limited(80.0))
+    t_inject = emu.t_s
+    emu.sensors.inject("cell_voltage", 7, OpenWire(), t_s=t_inject)
+    run(emu, 3.0, load=lambda e: e.limited(80.0))
+    d = dtc(bms, Protection.CELL_VOLTAGE_SENSOR)
+    bound = c.cell_voltage_sensor_debounce_s + c.protection_period_s + 2 * emu.dt_s
+    assert d is not None, f"no CELL_VOLTAGE_SENSOR DTC after an open wire at t={t_inject:.2f} s\n{story(bms)}"
+    assert d.level == FaultLevel.ERROR and d.status == "confirmed" and d.freeze_frame["channel"] == 7, d
+    assert d.first_s - t_inject <= bound, \
+        f"open wire at t={t_inject:.2f} s confirmed at t={d.first_s:.2f} s, later than {bound:.2f} s\n{story(bms)}"
+    assert dtc(bms, Protection.CELL_UNDERVOLTAGE) is None, f"an open wire read as undervoltage\n{story(bms)}"
+    assert bms.state == BmsState.FAULT and bms.contactors_open, story(bms)
+    # the wire reconnected: the fault clears, the BMS recovers to STANDBY, the DTC stays stored until cleared
+    emu.sensors.clear("cell_voltage", 7)
+    run(emu, c.protection_clear_s + c.fault_recovery_s + 1.0)
+    assert bms.state == BmsState.STANDBY and not dtc(bms, Protection.CELL_VOLTAGE_SENSOR).active, story(bms)
+    assert bms.clear_dtcs(emu.t_s) >= 1 and dtc(bms, Protection.CELL_VOLTAGE_SENSOR) is None
+    assert bms.dtc_history[-1].status == "cleared"
+
+
+def test_stuck_cell_voltage_is_found_when_the_current_moves():
+    emu = Emulator(load_pack().replace(**SMALL), seed=7, initial_soc=0.5, estimator=None)
+    bms = emu.bms
+    start_driving(emu)
+    emu.sensors.inject("cell_voltage", 3, Stuck(3.70), t_s=emu.t_s)
+    run(emu, 6.0, load=lambda e: e.limited(150.0 if int(e.t_s) % 2 else 20.0))
+    d = dtc(bms, Protection.CELL_VOLTAGE_SENSOR)
+    assert d is not None and d.freeze_frame["channel"] == 3, story(bms)
+
+
+@pytest.mark.parametrize("keep_drawing", [False, True])
+def test_vcu_silence_faults_and_opens_within_the_configured_time(keep_drawing):
+    emu = Emulator(load_pack().replace(**SMALL), seed=8, initial_soc=0.5, estimator=None)
+    bms, c = emu.bms, emu.bms.config
+    start_driving(emu)
+    run(emu, 2.0, load=lambda e: e.limited(60.0))
+    t_silent = emu.t_s - emu.t_s % 0.1  # the last vcu_alive
+    # the VCU falls silent; the inverter either follows the limits (drops to 0) or keeps drawing 60 A
+    load = (lambda e: 60.0) if keep_drawing else (lambda e: e.limited(60.0))
+    run(emu, 5.0, load=load, vcu=False, until=lambda e: e.bms.contactors_open)
+    bound = t_silent + c.vcu_timeout_s + c.open_delay_max_s + c.contactor_close_time_s + 3 * emu.dt_s
+    fault = first_event(bms, "fault", protection="VCU_TIMEOUT", level="ERROR")
+    assert fault is not None and fault.t_s <= t_silent + c.vcu_timeout_s + 2 * emu.dt_s, story(bms)
+    assert bms.contactors_open and emu.t_s <= bound, \
+        f"VCU silent since t={t_silent:.2f} s; contactors open at t={emu.t_s:.2f} s (bound {bound:.2f} s)\n" \
+        f"{story(bms)}"
+    assert bms.state == BmsState.FAULT and not bms.latched
+    opened = first_event(bms, "contactor", name="main_positive", closed=False)
+    assert ("under load" in opened.detail["reason"]) == keep_drawing, opened
+    # the VCU comes back: the fault clears; it must send STANDBY before DRIVE closes again
+    run(emu, c.fault_recovery_s + 0.5)
+    assert bms.state == BmsState.STANDBY, story(bms)
+    bms.request(StateRequest.DRIVE, emu.t_s)
+    bms.request(StateRequest.STANDBY, emu.t_s)
+    bms.request(StateRequest.DRIVE, emu.t_s)
+    run(emu, 1.0)
+    assert bms.state == BmsState.READY, story(bms)
+
+
+@pytest.mark.parametrize("estimator", [None, "auto"])
+def test_balancing_narrows_a_two_percent_soc_spread_during_a_long_rest(estimator):
+    emu = Emulator(load_pack().replace(**SMALL), seed=9, initial_soc=0.5, dt_s=1.0, estimator=estimator)
+    offsets = np.linspace(-0.01, 0.01, 16)
+    np.random.default_rng(1).shuffle(offsets)
+    emu.pack.state.soc[:] = np.repeat(0.5 + offsets, 2)   # the test's setup of the truth, before any tick
+    spread0 = np.ptp(emu.pack.group_soc)
+    heat = 0.0
+    for hour in range(12):
+        for _ in range(3600):
+            emu.tick(0.0)
+            heat += float(emu.pack.state.balancing.sum())
+    spread = np.ptp(emu.pack.group_soc)
+    assert emu.bms.state == BmsState.STANDBY, story(emu.bms)
+    assert spread < 0.75 * spread0, \
+        f"SOC spread {100 * spread0:.2f} % -> {100 * spread:.2f} % after 12 h of rest ({heat:.0f} group-seconds " \
+        f"of bleeding)\n{story(emu.bms, kinds=('balancing', 'state', 'fault'))}"
+    assert first_event(emu.bms, "balancing", active=True) is not None
+
+
+def test_latched_emergency_keeps_the_contactors_open_until_cleared():
+    emu = Emulator(load_pack().replace(**SMALL), seed=10, initial_soc=0.5, estimator=None)
+    bms = emu.bms
+    start_driving(emu)
+    emu.sensors.inject("temperature", 0, Stuck(85.0), t_s=emu.t_s)  # beyond the hard max: emergency
+    run(emu, 3.0, load=lambda e: 100.0)
+    assert bms.state == BmsState.FAULT and bms.latched and bms.contactors_open, story(bms)
+    opened = first_event(bms, "contactor", name="main_positive", closed=False)
+    assert abs(opened.detail["current_A"]) > 50, "an emergency opens at once, whatever the current"
+    bms.request(StateRequest.STANDBY, emu.t_s)
+    bms.request(StateRequest.DRIVE, emu.t_s)
+    run(emu, 2.0)
+    assert bms.contactors_open and bms.state == BmsState.FAULT
+    assert bms.clear_dtcs(emu.t_s) == 0 and bms.latched, "cleared while the sensor still reads 85 degC"
+    emu.sensors.clear()
+    run(emu, 4.0)
+    bms.clear_dtcs(emu.t_s)
+    assert not bms.latched and bms.state == BmsState.STANDBY, story(bms)
+
+
+def test_charging_follows_the_charger_and_ends_at_full():
+    params = load_pack().replace(**SMALL)
+    emu = Emulator(params, seed=11, initial_soc=0.97, temp_C=25.0, estimator=None)
+    bms = emu.bms
+    run(emu, 0.5)
+    bms.charger_offer(emu.t_s, max_voltage_V=16 * 4.25, max_current_A=60.0)
+    bms.request(StateRequest.CHARGE, emu.t_s)
+    charger = {"t": emu.t_s}
+
+    def charger_current(e):
+        if e.t_s - charger["t"] >= 0.1:
+            e.bms.charger_offer(e.t_s, max_voltage_V=16 * 4.25, max_current_A=60.0)
+            charger["t"] = e.t_s
+        return -e.bms.charge_request_A
+
+    done = run(emu, 1800.0, load=charger_current, until=lambda e: e.bms.charge_complete and e.bms.contactors_open)
+    assert done, f"charge not complete after 30 min: {bms.cell_voltage_max_V:.3f} V\n{story(bms)}"
+    assert bms.state == BmsState.STANDBY and emu.pack.state.group_voltage_V.max() < 4.25
+    assert first_event(bms, "state", to="CHARGING") is not None
+    assert not any(d.level >= FaultLevel.WARNING and d.name == "CELL_OVERVOLTAGE" for d in bms.dtcs), story(bms)
+
+
+def test_precharge_failure_retries_then_latches():
+    params = load_pack().replace(pack={"n_series": 16, "n_modules": 1, "precharge_resistance_ohm": 4000.0})
+    emu = Emulator(params, seed=12, estimator=None)   # tau = 6 s: the link never makes it in 1 s
+    bms, c = emu.bms, emu.bms.config
+    run(emu, 0.5)
+    bms.request(StateRequest.DRIVE, emu.t_s)
+    run(emu, c.precharge_max_attempts * (c.precharge_timeout_s + c.precharge_retry_delay_s) + 1.0)
+    assert bms.precharge_attempts == c.precharge_max_attempts, story(bms)
+    assert bms.state == BmsState.FAULT and bms.latched and bms.contactors_open, story(bms)
+    assert dtc(bms, Protection.PRECHARGE_FAILURE).level == FaultLevel.ERROR
+    assert not emu.pack.state.contactor_command[0], "main+ closed without a completed precharge"
+
+
+def test_welded_main_positive_is_found_before_precharge():
+    emu = Emulator(load_pack().replace(**SMALL), seed=13, estimator=None)
+    emu.pack.weld_contactor("main_positive")
+    bms = emu.bms
+    run(emu, 0.5)
+    assert dtc(bms, Protection.CONTACTOR_WELDED) is not None and bms.state == BmsState.FAULT, story(bms)
+    assert bms.latched
+    bms.request(StateRequest.DRIVE, emu.t_s)
+    run(emu, 1.0)
+    assert not emu.pack.state.contactor_command.any(), "the BMS commanded a contactor with main+ welded"
+
+
+def test_stack_pressure_loss_is_detected_and_derates():
+    params = load_pack().replace(**SMALL)
+    emu = Emulator(params, seed=14, initial_soc=0.6, estimator=None,
+                   config=BmsConfig(stack_pressure_window_s=60.0, stack_pressure_debounce_s=[10.0, 120.0, 120.0]))
+    bms = emu.bms
+    emu.pack.set_stack_pressure(0.2, cells=slice(10, 12))   # group 5 loses its compression (R1 x 5)
+    start_driving(emu)
+    power, _ = power_profile(load_cycle("udds"), Vehicle(), emu.dt_s)
+    k = [0]
+
+    def load(e):
+        k[0] += 1
+        return e.limited(power[k[0] % len(power)] / max(e.sensors.link_voltage_V, 1.0) * 12.0)  # 16s of 192s
+
+    found = run(emu, 300.0, load=load, until=lambda e: e.bms.levels["STACK_PRESSURE_LOSS"] >= FaultLevel.WARNING)
+    assert found, f"no stack-pressure warning after {emu.t_s:.0f} s (worst ratio " \
+                  f"{bms._ks.out[11]:.2f})\n{story(bms)}"
+    d = dtc(bms, Protection.STACK_PRESSURE_LOSS)
+    assert d.freeze_frame["channel"] == 5, d
+    assert bms.state == BmsState.READY
+    before = bms.limits.discharge_current_A
+    run(emu, 0.3, load=load)
+    assert bms.limits.discharge_current_A <= bms.config.stack_pressure_derate * emu.params.capacity_Ah * \
+        emu.params.cell.discharge_peak_C_rate + 1e-9, (before, bms.limits)
