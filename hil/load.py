@@ -1,0 +1,126 @@
+"""The scenario's steps as a per-tick load program: what the vehicle or charger asks of the pack."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .cycles import DriveCycle, builtin_cycles, load_cycle
+from .scenario import Scenario, Step
+from .vehicle import Vehicle, power_profile
+
+__all__ = ["Demand", "LoadProgram"]
+
+DEFAULT_CHARGE_CURRENT_A = {"cccv": 60.0, "dcfc": 240.0}   # 0.5C and 2C of the 120 Ah pack
+DEFAULT_CHARGE_DURATION_S = 4 * 3600.0
+
+
+@dataclass
+class Demand:
+    """One tick's demand: a current or a power (> 0 discharging), or a charge session."""
+    mode: str                  # "current", "power", "rest", "charge"
+    value: float = 0.0         # A for current, W for power, charger current offer (A) for charge
+    speed_mps: float = 0.0
+    step: int = 0
+    target_soc: float = 1.0
+
+
+class LoadProgram:
+    """Walks through the steps tick by tick; a charge step lasts until the target SOC (as the BMS reports it)."""
+
+    def __init__(self, scenario: Scenario):
+        self.scenario = scenario
+        self.dt_s = scenario.dt_s
+        self._index = -1
+        self._tick_in_step = 0
+        self._profile: tuple[np.ndarray, np.ndarray] | None = None
+        self._next_step()
+
+    @property
+    def finished(self) -> bool:
+        return self._index >= len(self.scenario.steps)
+
+    @property
+    def step_index(self) -> int:
+        return self._index
+
+    def planned_duration_s(self) -> float:
+        """Duration of the steps with a known length (charge steps count with their time limit)."""
+        total = 0.0
+        for step in self.scenario.steps:
+            o = step.options
+            if step.kind == "drive":
+                total += self._cycle(step).repeated(o.get("repeat", 1)).duration_s
+            elif step.kind == "profile":
+                total += float(o["time_s"][-1])
+            elif step.kind == "charge":
+                total += o.get("max_duration_s", DEFAULT_CHARGE_DURATION_S)
+            else:
+                total += o["duration_s"]
+        return total
+
+    def _cycle(self, step: Step):
+        """A built-in cycle by name, or a CSV path relative to the scenario file."""
+        name = step.options["cycle"]
+        beside = Path(self.scenario.source).parent / name
+        if name.lower() not in builtin_cycles() and beside.exists():
+            return load_cycle(beside)
+        return load_cycle(name)
+
+    def _next_step(self) -> None:
+        self._index += 1
+        self._tick_in_step = 0
+        self._profile = None
+        if self.finished:
+            return
+        step = self.scenario.steps[self._index]
+        o = step.options
+        if step.kind == "drive":
+            vehicle = Vehicle(**o.get("vehicle", {}))
+            cycle = self._cycle(step).repeated(o.get("repeat", 1))
+            self._profile = power_profile(cycle, vehicle, self.dt_s)
+            self._ticks = len(self._profile[0])
+        elif step.kind == "profile":  # a recorded demand (replay): sample-and-hold onto the tick grid
+            t, values = o["time_s"], o["values"]
+            grid = np.arange(0.0, t[-1], self.dt_s)
+            held = values[np.clip(np.searchsorted(t, grid, side="right") - 1, 0, None)]
+            if o["quantity"] == "speed_mps":
+                self._profile = power_profile(DriveCycle("recorded", t, values), Vehicle(), self.dt_s)
+            else:
+                self._profile = (held, np.zeros_like(held))
+            self._ticks = len(self._profile[0])
+        elif step.kind == "charge":
+            self._ticks = int(round(o.get("max_duration_s", DEFAULT_CHARGE_DURATION_S) / self.dt_s))
+        else:
+            self._ticks = int(round(o["duration_s"] / self.dt_s))
+
+    def next(self, reported_soc: float) -> Demand | None:
+        """The demand for the coming tick, or None when every step is done."""
+        while not self.finished:
+            step = self.scenario.steps[self._index]
+            done = self._tick_in_step >= self._ticks
+            if step.kind == "charge" and reported_soc >= step.options["target_soc"]:
+                done = True
+            if not done:
+                break
+            self._next_step()
+        if self.finished:
+            return None
+        k = self._tick_in_step
+        self._tick_in_step += 1
+        o = step.options
+        if step.kind == "drive" or (step.kind == "profile" and o["quantity"] != "current_A"):
+            power, speed = self._profile
+            return Demand("power", float(power[k]), float(speed[k]), self._index)
+        if step.kind == "profile":
+            return Demand("current", float(self._profile[0][k]), 0.0, self._index)
+        if step.kind == "current":
+            return Demand("current", o["current_A"], 0.0, self._index)
+        if step.kind == "power":
+            return Demand("power", o["power_W"], 0.0, self._index)
+        if step.kind == "rest":
+            return Demand("rest", 0.0, 0.0, self._index)
+        method = o.get("method", "cccv")
+        return Demand("charge", o.get("max_current_A", DEFAULT_CHARGE_CURRENT_A[method]), 0.0, self._index,
+                      o["target_soc"])

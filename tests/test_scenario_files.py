@@ -1,0 +1,84 @@
+"""Scenario files: malformed ones fail with file, line and key; the examples parse."""
+import pytest
+
+from hil.scenario import ScenarioError, builtin_scenarios, load_scenario, parse_scenario
+
+GOOD = """
+[scenario]
+name = "t"
+initial_soc = 0.8
+
+[[step]]
+kind = "drive"
+cycle = "udds"
+
+[[step]]
+kind = "rest"
+duration_s = 60.0
+
+[[fault]]
+kind = "sensor"
+sensor = "cell_voltage"
+index = 3
+fault = "open_wire"
+at_s = 10.0
+
+[[expect]]
+kind = "bound"
+signal = "cell_voltage_max_V"
+max = 4.25
+"""
+
+
+def test_good_scenario_parses():
+    s = parse_scenario(GOOD, "good.toml")
+    assert [step.kind for step in s.steps] == ["drive", "rest"]
+    assert s.faults[0].at_s == 10.0 and s.faults[0].options["index"] == 3
+    assert s.expectations[0].options["max"] == 4.25 and s.expectations[0].line == 21
+
+
+@pytest.mark.parametrize("old,new,line,key,message", [
+    ('kind = "rest"', 'kind = "rset"', 11, "step[1].kind", "did you mean 'rest'"),
+    ("duration_s = 60.0", "duration_min = 1.0", 12, "step[1].duration_min", "did you mean 'duration_s'"),
+    ("duration_s = 60.0", "duration_s = nan", 12, "step[1].duration_s", "finite"),
+    ("duration_s = 60.0", 'duration_s = "60 s"', 12, "step[1].duration_s", "expected a number"),
+    ('cycle = "udds"', 'cycle = "missing.csv"', 8, "step[0].cycle", "no built-in cycle or file"),
+    ('cycle = "udds"', 'cycle = "uds"', 8, "step[0].cycle", "did you mean 'udds'"),
+    ('signal = "cell_voltage_max_V"', 'signal = "cell_voltage_max_mV"', 23, "expect[0].signal", "did you mean"),
+    ('fault = "open_wire"', 'fault = "openwire"', 18, "fault[0].fault", "did you mean 'open_wire'"),
+    ("initial_soc = 0.8", "initial_soc = 80.0", 4, "scenario.initial_soc", "[0, 1]"),
+    ("at_s = 10.0", 'when = "soc_tru < 0.5"', 19, "fault[0].when", "did you mean 'soc_true'"),
+])
+def test_malformed_scenarios_name_file_line_and_key(old, new, line, key, message):
+    text = GOOD.replace(old, new)
+    with pytest.raises(ScenarioError) as info:
+        parse_scenario(text, "bad.toml")
+    error = info.value
+    assert (error.source, error.line, error.key) == ("bad.toml", line, key), str(error)
+    assert message in str(error) and str(error).startswith(f"bad.toml:{line}: {key}")
+
+
+def test_unknown_table_and_bad_toml():
+    with pytest.raises(ScenarioError, match="did you mean 'step'"):
+        parse_scenario(GOOD + "\n[[stp]]\nkind = 'rest'\n", "bad.toml")
+    with pytest.raises(ScenarioError, match=r"bad.toml:3: file: not valid TOML"):
+        parse_scenario("[scenario]\nname = 't'\nx = \n", "bad.toml")
+    with pytest.raises(ScenarioError, match="at least one"):
+        parse_scenario("[scenario]\nname = 't'\n", "bad.toml")
+
+
+def test_fault_needs_exactly_one_trigger():
+    text = GOOD.replace("at_s = 10.0", "")
+    with pytest.raises(ScenarioError, match="exactly one of at_s"):
+        parse_scenario(text, "bad.toml")
+
+
+def test_unknown_scenario_name_suggests(tmp_path):
+    with pytest.raises(ScenarioError, match="did you mean 'default'"):
+        load_scenario("defualt")
+
+
+@pytest.mark.parametrize("name", sorted(builtin_scenarios()))
+def test_builtin_scenarios_parse(name):
+    scenario = load_scenario(name)
+    assert scenario.steps and scenario.expectations and scenario.description
