@@ -58,10 +58,13 @@ class LogWriter:
 
     ``block=True`` (lockstep) makes ``write`` wait when ``max_batches`` are queued, so a fast producer never
     outruns the disk; ``block=False`` (wall clock) never waits: a batch that does not fit is dropped and
-    counted in ``dropped_frames``.
+    counted in ``dropped_frames``. ``start_s``: the time BLF files count from (the lockstep clock's t = 0).
+    ``rt_priority``: run the writer thread SCHED_FIFO at this priority where permitted (the node sets it one
+    below a real-time loop thread).
     """
 
-    def __init__(self, paths, *, block: bool = True, max_batches: int = 1000, **writer_kwargs):
+    def __init__(self, paths, *, block: bool = True, max_batches: int = 1000, start_s: float | None = None,
+                 rt_priority: int | None = None, **writer_kwargs):
         if isinstance(paths, (str, os.PathLike)):
             paths = [paths]
         self.paths = [Path(p) for p in paths]
@@ -73,9 +76,15 @@ class LogWriter:
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
         self._stopped = False
+        self.rt_priority = rt_priority
         try:
             for path in self.paths:
-                self._writers.append(open_writer(path, **writer_kwargs))
+                writer = open_writer(path, **writer_kwargs)
+                if start_s is not None and isinstance(writer, can.BLFWriter) and writer.start_timestamp is None:
+                    # BLF stores times relative to a start it takes from the first frame, and cannot say
+                    # "1970" in its header: anchored here, simulated times (t = 0.01 s ...) read back as such
+                    writer.start_timestamp = float(start_s)
+                self._writers.append(writer)
         except BaseException:
             for writer in self._writers:
                 _quiet_stop(writer)
@@ -101,6 +110,13 @@ class LogWriter:
 
     def _run(self) -> None:
         writers = self._writers
+        if self.rt_priority:
+            # beside a SCHED_FIFO loop thread: a writer left at normal priority can be descheduled while it
+            # holds the GIL, and the loop would wait for it; one step below the loop it cannot preempt it
+            try:
+                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(self.rt_priority))
+            except (OSError, AttributeError):
+                pass
         try:
             while True:
                 batch = self._queue.get()

@@ -6,13 +6,16 @@ One loop drives everything, tick by tick (the emulator's ``dt_s``), against one 
    while waiting are kept for step 3);
 2. send the frames due now; they were encoded at the end of the previous tick, so the send itself is
    all that stands between the deadline and the bus;
-3. read every received frame (from the second tick on: the BMS reads its mailbox once it has run its
-   first task): commands feed the BMS's request interface, counters and CRCs are checked, unknown IDs,
-   wrong DLCs, error and remote frames are counted and ignored;
+3. read every received frame: commands feed the BMS's request interface, counters and CRCs are checked,
+   unknown IDs, wrong DLCs, error and remote frames are counted and ignored;
 4. check each received message's timeout and report changes to ``bms.comm_fault``;
 5. advance the emulator by one tick;
 6. encode the frames due at the next deadline (one heap of deadlines for the node, no thread per message);
 7. hand the tick's frames to the background log writer.
+
+Power-on (``start``) runs the BMS's first task (t = 0 -> dt) before the clock starts and before anything
+is sent or received, so the first frames are due at t = dt and the one-off cost of that first task (the
+estimator initialises itself) never counts against a deadline.
 
 A bus that fails (adapter gone, interface down, bus-off) ends the run: the frames logged so far are
 flushed, the bus is shut down, and ``BusFailure`` says what happened.
@@ -257,7 +260,10 @@ class CanNode:
         self._owns_bus = bus is None
         self.bus = bus if bus is not None else open_bus(**bus_config)
         try:
-            self.log = LogWriter(log, block=not self.clock.realtime) if log else None
+            rt = getattr(self.clock, "rt_priority", None)
+            self.log = LogWriter(log, block=not self.clock.realtime,
+                                 start_s=None if self.clock.realtime else self.clock.timestamp(0),
+                                 rt_priority=max(1, rt - 1) if rt else None) if log else None
         except BaseException:
             if self._owns_bus:
                 self.bus.shutdown()
@@ -279,9 +285,9 @@ class CanNode:
                     < self.emulator.pack.params.n_series:
                 raise BmsError(f"{self.codec.path}: BMS_CellVoltages carries {len(pages)} pages, too few for "
                                f"{self.emulator.pack.params.n_series} series groups")
-            phase = 0
+            phase = tick  # the first frames go out after the BMS's first task, at t = dt
             if period > tick:  # spread the slower messages over the ticks of their period
-                phase = (slot * tick) % period
+                phase += (slot * tick) % period
                 slot += 1
             task = _TxTask(message, values, pages, self.stats.track(message.name, "tx", period))
             self._scheduler.add(message.name, period, phase_ns=phase, payload=task)
@@ -307,9 +313,13 @@ class CanNode:
         self._started = True
         if self.log:
             self.log.start()
-        self._prepare(0)
         self._wall_start = time.perf_counter()
-        self.clock.start()  # last: the first deadline (t = 0) is now
+        # power-on: the BMS's first task (t: 0 -> dt) runs before the clock starts, so its one-off cost
+        # (the estimator's initialisation) never counts against a deadline; the first frames are due at dt
+        self.emulator.tick(self.load_current_A, self.coolant_C, self.cooling_factor)
+        self._k = 1
+        self._prepare(self.period_ns)
+        self.clock.start()  # run time 0 is now: the first deadline is one tick away
         return self
 
     def run(self, duration_s: float | None = None, *, stop: threading.Event | None = None) -> RunReport:
@@ -339,8 +349,9 @@ class CanNode:
 
         A bus failure closes the node (logs flushed) and raises ``BusFailure``.
         """
+        ticks = None if duration_s is None else int(math.floor(duration_s * 1e9 / self.period_ns + 1e-6))
+        end_k = None if ticks is None else self._k + ticks  # counted before power-on: it is one of them
         self.start()
-        end_k = None if duration_s is None else self._k + int(math.floor(duration_s * 1e9 / self.period_ns + 1e-6))
         start_k = self._k
         try:
             while end_k is None or self._k < end_k:
@@ -364,9 +375,26 @@ class CanNode:
         if self._closed:
             return self._report
         self._closed = True
+        errors = []
+        if self._started and self._prepared and self._failure is None and not self.stop_reason.startswith(
+                "interrupted"):
+            # the frames of the last state (t = end of the run) go out too: a run of T seconds sends
+            # T / period frames of every message, the last ones at T
+            try:
+                t_ns = self._k * self.period_ns
+                if self.clock.realtime:
+                    self.clock.wait_until(t_ns)
+                    self._send_prepared(self.clock.now_ns(), True)
+                else:
+                    self.clock.wait_until(t_ns)
+                    self._send_prepared(t_ns, False)
+            except BusFailure as exc:
+                self._failure = str(exc)
+            except KeyboardInterrupt:
+                self.stop_reason = "interrupted (Ctrl-C)"
+        self._prepared.clear()
         if self._started:
             self._wall_used = time.perf_counter() - self._wall_start
-        errors = []
         try:
             if self._log_batch and self.log:
                 self.log.write(self._log_batch)
@@ -431,8 +459,7 @@ class CanNode:
             clock.wait_until(t_ns)
             self.tick_stats.add(t_ns)
             self._send_prepared(t_ns, False)
-        if k:  # the BMS reads its mailbox from its first task after power-on (t = dt) on
-            self._receive(t_ns)
+        self._receive(t_ns)
         e = self.emulator
         e.tick(self.load_current_A, self.coolant_C, self.cooling_factor)
         self._k = k + 1
