@@ -26,8 +26,9 @@ class CanVcu:
     alive counter and CRC; it reads the BMS's state and limits from BMS_Status and BMS_Limits."""
 
     def __init__(self, bus: can.BusABC | None, codec: Codec, period_s: float = 0.01,
-                 charger_voltage_V: float = 850.0):
+                 charger_voltage_V: float = 850.0, observe=None):
         self.bus, self.codec = bus, codec
+        self.observe = observe  # without a bus (external VCU): the BMS whose state and limits the load respects
         self.period_s = period_s
         self.charger_voltage_V = charger_voltage_V
         self.silent = False
@@ -41,6 +42,11 @@ class CanVcu:
         self._limits_id = codec["BMS_Limits"].frame_id
 
     def _read(self) -> None:
+        if self.observe is not None:
+            self.state = self.observe.state
+            self.discharge_limit_A = self.observe.limits.discharge_current_A
+            self.charge_limit_A = self.observe.limits.charge_current_A
+            return
         while self.bus is not None:
             msg = self.bus.recv(0)
             if msg is None:
@@ -101,7 +107,7 @@ class CanLoop:
         except BaseException:
             self.node.close()
             raise
-        self.vcu = CanVcu(self._vcu_bus, self.codec)
+        self.vcu = CanVcu(self._vcu_bus, self.codec, observe=emulator.bms if external_vcu else None)
         self.external_vcu = external_vcu
         self.report = None
 

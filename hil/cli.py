@@ -6,9 +6,9 @@ import sys
 
 from bms.errors import BmsError
 
-from .commands import cycles, dbc, run, serve
+from .commands import cycles, dbc, replay, run, serve
 
-SUBCOMMANDS = [run, cycles, serve, dbc]
+SUBCOMMANDS = [run, replay, serve, dbc, cycles]
 
 
 def build_parser() -> argparse.ArgumentParser:

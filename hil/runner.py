@@ -126,7 +126,7 @@ class _Recorder:
         return self.time_s[:self.n].copy(), {k: v[:self.n].copy() for k, v in self.signals.items()}
 
 
-def _snapshot(e: Emulator, demand_A: float, speed: float, nominal_discharge_A: float) -> dict[str, float]:
+def _snapshot(e: Emulator, demand_A: float, speed: float) -> dict[str, float]:
     pack, est, bms = e.pack, e.estimator, e.bms
     s = pack.state
     limits = bms.limits
@@ -145,7 +145,7 @@ def _snapshot(e: Emulator, demand_A: float, speed: float, nominal_discharge_A: f
         "link_voltage_V": pack.link_voltage_V, "speed_mps": speed, "state": int(bms.state),
         "contactors_closed": float(closed["main_positive"] and closed["main_negative"]),
         "fault_level": float(level),
-        "derating": float(limits.discharge_current_A < 0.999 * nominal_discharge_A),
+        "derating": float(bms.warning_flags != 0),  # a protection at warning level derates the limits
     }
 
 
@@ -177,7 +177,6 @@ def run_scenario(scenario: Scenario, *, out_dir: str | Path | None = None, mode:
     faults = _FaultTimeline(scenario, emulator, vcu, can)
     record_every = max(1, int(round(RECORD_PERIOD_S / dt)))
     recorder = _Recorder(int(planned / dt / record_every) + 2)
-    nominal_discharge_A = (emulator.pack.params.cell.discharge_continuous_C_rate * emulator.pack.params.capacity_Ah)
     events: list[tuple[float, str, str]] = []
     seen_events = 0
     latest: dict[str, float] = {}
@@ -204,7 +203,7 @@ def run_scenario(scenario: Scenario, *, out_dir: str | Path | None = None, mode:
                 can.tick(current, coolant, faults.cooling_factor)
             tick += 1
             if tick % record_every == 0:
-                latest = _snapshot(emulator, requested, demand.speed_mps, nominal_discharge_A)
+                latest = _snapshot(emulator, requested, demand.speed_mps)
                 recorder.add(emulator.t_s, latest)
                 seen_events = _collect_events(emulator, events, seen_events)
                 if bar is not None and tick % (record_every * 50) == 0:

@@ -185,7 +185,7 @@ def _check_table(values: dict, allowed: dict, required, source, loc, table, inde
     for key in sorted(required):
         if key not in values:
             raise ScenarioError(source, loc.line(table, None, index), f"{prefix}.{key}",
-                                f"missing (required for this kind)")
+                                "missing (required for this kind)")
     return {key: _check_type(value, allowed[key], source, loc.line(table, key, index), f"{prefix}.{key}")
             for key, value in values.items()}
 

@@ -5,24 +5,63 @@ import pytest
 from hil.cli import main
 from hil.cycles import CycleError, load_cycle
 
+SCENARIO = """
+[scenario]
+name = "cli"
+initial_soc = 0.8
+[[step]]
+kind = "drive"
+cycle = "short.csv"
+repeat = 2
+[[expect]]
+kind = "bound"
+signal = "cell_voltage_max_V"
+max = {vmax}
+"""
 
-def test_run_short_user_cycle(tmp_path, capsys):
-    csv = tmp_path / "short.csv"
-    csv.write_text("time_s,speed_mps\n0,0\n10,10\n20,20\n30,0\n")
-    out = tmp_path / "summary.json"
-    assert main(["run", "--cycle", str(csv), "--repeat", "2", "--json", str(out)]) == 0
-    summary = json.loads(out.read_text())
-    assert summary["cycle"] == "shortx2"
-    assert summary["soc_end"] < summary["soc_start"]
+
+@pytest.fixture
+def scenario_file(tmp_path):
+    (tmp_path / "short.csv").write_text("time_s,speed_mps\n0,0\n10,10\n20,20\n30,0\n")
+
+    def write(vmax=4.25):
+        path = tmp_path / "s.toml"
+        path.write_text(SCENARIO.format(vmax=vmax))
+        return path
+    return write
+
+
+@pytest.mark.parametrize("mode", ["headless", "lockstep"])
+def test_run_scenario_file(tmp_path, scenario_file, capsys, mode):
+    out = tmp_path / "out"
+    assert main(["run", str(scenario_file()), "--out", str(out), "--mode", mode, "--no-plots"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["passed"] and summary["soc_end"] < summary["soc_start"]
     assert 0.1 < summary["distance_km"] < 1.0
-    assert summary["energy_out_kWh"] > 0
+    assert "PASS" in capsys.readouterr().out
+    assert (out / "bus.blf").exists() == (mode == "lockstep")
 
 
-def test_cycles_lists_builtins(capsys):
+def test_failing_expectation_exits_1(tmp_path, scenario_file, capsys):
+    assert main(["run", str(scenario_file(vmax=3.0)), "--out", str(tmp_path / "o"), "--mode", "headless",
+                 "--no-plots"]) == 1
+    assert "FAIL" in capsys.readouterr().out
+
+
+def test_bad_scenario_exits_2(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[scenario]\nname = 'x'\n[[step]]\nkind = 'drve'\n")
+    assert main(["run", str(bad), "--mode", "headless"]) == 2
+    assert "bad.toml:4: step[0].kind" in capsys.readouterr().err
+
+
+def test_cycles_and_scenario_lists(capsys):
     assert main(["cycles"]) == 0
     listing = capsys.readouterr().out
     for name in ("udds", "hwfet", "us06", "wltc"):
         assert name in listing
+    assert main(["run", "--list"]) == 0
+    assert "default" in capsys.readouterr().out
 
 
 def test_builtin_cycles_match_provenance():
@@ -42,8 +81,3 @@ def test_bad_cycle_files_name_file_and_line(tmp_path, text, message):
     path.write_text(text)
     with pytest.raises(CycleError, match=message):
         load_cycle(path)
-
-
-def test_missing_cycle_suggests_builtin(capsys):
-    assert main(["run", "--cycle", "wltp"]) == 2
-    assert "did you mean 'wltc'" in capsys.readouterr().err
