@@ -4,8 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from bms import Drift, InputError, Offset, OpenWire, Pack, SensorLayer, Stuck, load_pack
-from bms._layout import PACK_CURRENT
+from bms import Drift, InputError, Offset, OpenWire, Pack, SensorLayer, Stuck
 
 from conftest import close_contactors, single_cell_params
 
