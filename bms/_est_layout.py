@@ -58,7 +58,8 @@ TU_GATE_ABS = 31        # V, innovations below this are never gated
 TU_SIGN_BAND = 32       # A per cell: half width of the current band where the hysteresis sign is uncertain
 TU_SIG_CORR = 33        # V, model error that persists (hysteresis shape, parallel cells, OCV table)
 TU_CORR_S = 34          # s, how long model errors persist: they weigh as one sample per TU_CORR_S
-N_TUNING = 35
+TU_REOPEN = 35          # consecutive gated samples after which the SOC variance is re-opened
+N_TUNING = 36
 
 # --- pack scalars (EstimatorState.scalars) ------------------------------------------------------
 S_CURRENT = 0           # A per cell used in the last tick (> 0 discharging)
@@ -99,6 +100,8 @@ N_HORIZONS = 3
 
 # --- flags --------------------------------------------------------------------------------------
 # Arrhenius factors are refreshed when the estimated core temperature has moved this far (K)
-EST_ARRHENIUS_REFRESH_K = 0.02
+EST_ARRHENIUS_REFRESH_K = 0.05
+# self-heating over an SOP horizon is counted up to this rise (K): beyond, the solve would run away
+SOP_MAX_RISE_K = 5.0
 # Newton iterations of the SOP solve
 SOP_NEWTON_ITERATIONS = 4

@@ -61,8 +61,10 @@ class EstimatorTuning:
     bias_random_walk_V2_per_s: float = 1e-12
     gate_sigma: float = 8.0
     gate_floor_V: float = 0.05
+    gate_reopen_samples: int = 400                # after this many gated samples in a row the SOC variance
+                                                  # grows by (innovation / OCV slope)^2: the state was wrong
     voltage_plausible_V: tuple = (0.5, 5.0)
-    stuck_samples: int | None = None              # None: 300 if the channel is noisy, else never by count
+    stuck_samples: int | None = None              # None: 10 if the channel is noisy, else never by count
     stuck_change_V: float = 0.015
     variance_floor: float = 1e-14
     temperature_gate_K: float = 8.0
@@ -84,6 +86,7 @@ class EstimatorTuning:
     ocv_soc_sigma: float = 0.05                   # when the SOC is taken from the rested OCV
     initial_rc_sigma_V: float = 0.0005
     initial_hysteresis_sigma: float = 0.3
+    initial_resistance_sigma: float = 0.3         # relative, of the resistance scale
     # thermal observer (steady-state gains)
     heat_error_W: float = 0.5
     coolant_random_walk_K2_per_s: float = 1.0 / 3600.0
@@ -136,12 +139,14 @@ class EstimatorTuning:
         t[L.TU_QB_RATE] = self.bias_random_walk_V2_per_s
         t[L.TU_GATE] = self.gate_sigma
         t[L.TU_GATE_ABS] = self.gate_floor_V
+        t[L.TU_REOPEN] = max(self.gate_reopen_samples, 1)
         t[L.TU_V_LO], t[L.TU_V_HI] = self.voltage_plausible_V
         if self.stuck_samples is not None:
             t[L.TU_STUCK_SAMPLES] = self.stuck_samples
         else:
             noisy = sp.cell_voltage_noise_V >= 3.0 * max(sp.cell_voltage_lsb_V, 1e-6)
-            t[L.TU_STUCK_SAMPLES] = 300.0 if noisy else 0.0
+            # a noisy channel repeats a sample with p ~ lsb / (3.5 sigma); ten in a row never happens
+            t[L.TU_STUCK_SAMPLES] = 10.0 if noisy else 0.0
         t[L.TU_STUCK_V] = self.stuck_change_V
         t[L.TU_P_FLOOR] = self.variance_floor
         t[L.TU_T_GATE_K] = self.temperature_gate_K
@@ -212,7 +217,7 @@ class EstimatorState:
     GROUP_ARRAYS = ("hysteresis_sign", "capacity_cell_Ah", "resistance_scale", "resistance_var",
                     "arrhenius_r0", "arrhenius_r1", "arrhenius_r2", "arrhenius_temp_C", "temp_core_C",
                     "temp_surface_C", "temp_coolant_C", "heat_W", "innovation_V", "voltage_last_V",
-                    "stuck_current_A", "stuck_count", "interp_weight", "slow_voltage_V", "slow_model_V",
+                    "stuck_current_A", "stuck_count", "gate_count", "interp_weight", "slow_voltage_V", "slow_model_V",
                     "slow_v1_V", "slow_v2_V", "slow_r0i_V", "capacity_sum_w", "capacity_sum_wq",
                     "anchor_soc", "anchor_var", "anchor_ah", "pending_q_Ah", "pending_w",
                     "pending_anchor_soc", "pending_anchor_var", "pending_anchor_ah")
@@ -333,6 +338,9 @@ class PackEstimator:
         self._initialised = False
         self._thermal_cache: dict[float, np.ndarray] = {}
         self._since_slow = 0.0
+        self._slow_period = tuning.slow_period_s - 1e-9
+        self._thermal_dt = None
+        self._next, self._v_channel, self._t_channel = None, 0, 0
         self._last_v_due = self._last_t_due = None
         sop = s.sop.reshape(N_SOP, N_HORIZONS)
         self.sop = SopLimits(SOP_HORIZONS_S, sop[SOP_DISCHARGE_A], sop[SOP_CHARGE_A], sop[SOP_DISCHARGE_W],
@@ -445,6 +453,7 @@ class PackEstimator:
         bias = tu.voltage_bias_V if tu.voltage_bias_V is not None else p.sensors.cell_voltage_accuracy_V / math.sqrt(3)
         diag = (sigma_z ** 2, tu.initial_rc_sigma_V ** 2, tu.initial_rc_sigma_V ** 2,
                 tu.initial_hysteresis_sigma ** 2, max(bias, 1e-5) ** 2)
+        s.resistance_var[:] = tu.initial_resistance_sigma ** 2
         cov = s.cov.reshape(N_COV, n)
         cov[:] = 0.0
         for k, value in enumerate(diag):
@@ -452,35 +461,37 @@ class PackEstimator:
         self._initialised = True
 
     # --- the tick -------------------------------------------------------------------------------
-    def _due(self, kind: str) -> bool:
-        """Whether the sensor layer took a new sample of ``kind`` since the last update."""
+    def _schedule(self):
+        """The sensor layer's next-sample times of the first voltage and temperature channel: a change
+        means a new sample (layers without a schedule count every update as new)."""
         layer = self.sensors
-        state = getattr(layer, "state", None)
-        channel = getattr(layer, "channel", None)
-        if state is None or channel is None:
-            return True
-        due = float(state.next_sample_s[channel(kind, 0)])
-        attr = "_last_v_due" if kind == "cell_voltage" else "_last_t_due"
-        new = due != getattr(self, attr)
-        setattr(self, attr, due)
-        return new
+        state, channel = getattr(layer, "state", None), getattr(layer, "channel", None)
+        if state is None or channel is None or not hasattr(state, "next_sample_s"):
+            return None, 0, 0
+        return state.next_sample_s, channel("cell_voltage", 0), channel("temperature", 0)
 
     def update(self, t_s: float, dt_s: float) -> None:
         """One BMS tick at simulated time ``t_s`` lasting ``dt_s``; call after ``sensors.sample(t_s)``."""
-        if not (isinstance(dt_s, (int, float)) and math.isfinite(dt_s) and dt_s > 0):
+        if not (dt_s > 0 and dt_s < math.inf):
             raise InputError("dt_s", "a finite time step > 0 s", dt_s)
-        if not (isinstance(t_s, (int, float)) and math.isfinite(t_s)):
+        if not (-math.inf < t_s < math.inf):
             raise InputError("t_s", "a finite time", t_s)
-        s = self.state
         if not self._initialised:
             self._initialise()
-        new_v, new_t = self._due("cell_voltage"), self._due("temperature")
-        if s.scalars[L.S_THERMAL_DT] != dt_s:
-            s.thermal[:] = self._thermal(float(dt_s))
-            s.scalars[L.S_THERMAL_DT] = dt_s
+            self._next, self._v_channel, self._t_channel = self._schedule()
+        if self._thermal_dt != dt_s:
+            self.state.thermal[:] = self._thermal(float(dt_s))
+            self._thermal_dt = self.state.scalars[L.S_THERMAL_DT] = dt_s
+        nxt = self._next
+        if nxt is None:
+            new_v = new_t = True
+        else:
+            v_due, t_due = nxt[self._v_channel], nxt[self._t_channel]
+            new_v, new_t = v_due != self._last_v_due, t_due != self._last_t_due
+            self._last_v_due, self._last_t_due = v_due, t_due
         self._tick.tick(dt_s, self.sensors.current_A, new_v, new_t)
         self._since_slow += dt_s
-        if self._since_slow >= self.tuning.slow_period_s - 1e-9:
+        if self._since_slow >= self._slow_period:
             self._slow.update()
             self._since_slow = 0.0
 

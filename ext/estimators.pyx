@@ -23,6 +23,7 @@ cdef int SOP_DISCHARGE_W = L.SOP_DISCHARGE_W, SOP_NEWTON_ITERATIONS = L.SOP_NEWT
 cdef int TH_K_COOLANT = L.TH_K_COOLANT, TH_K_CORE = L.TH_K_CORE
 cdef int TH_K_SURFACE = L.TH_K_SURFACE, TU_CAP_FORGET = L.TU_CAP_FORGET
 cdef int TU_CAP_PRIOR_REL = L.TU_CAP_PRIOR_REL, TU_CORR_S = L.TU_CORR_S
+cdef int TU_REOPEN = L.TU_REOPEN
 cdef int TU_GATE = L.TU_GATE, TU_GATE_ABS = L.TU_GATE_ABS
 cdef int TU_MIN_DSOC = L.TU_MIN_DSOC, TU_P_FLOOR = L.TU_P_FLOOR
 cdef int TU_QB_RATE = L.TU_QB_RATE, TU_QH = L.TU_QH, TU_QV_RATE = L.TU_QV_RATE, TU_QZ_RATE = L.TU_QZ_RATE
@@ -41,6 +42,7 @@ from bms._layout import HYSTERESIS_SIGN_C_RATE
 from bms.errors import InputError
 
 cdef double KELVIN = 273.15
+cdef double MAX_RISE_K = L.SOP_MAX_RISE_K
 cdef double T_REF_K = 298.15
 cdef double R_GAS = 8.314462618
 cdef double REFRESH_K = EST_ARRHENIUS_REFRESH_K
@@ -107,6 +109,9 @@ cdef inline double ocv_energy(const double* ocv, const double* cum, int n, doubl
 
 
 cdef inline double one_minus_exp_neg(double x) noexcept nogil:
+    """1 - exp(-x) for x >= 0, exact to rounding also for tiny x (hysteresis decay per tick)."""
+    if x < 1e-3:
+        return x * (1.0 - x * (0.5 - x * (1.0 / 6.0 - x * (1.0 / 24.0 - x * (1.0 / 120.0)))))
     return -expm1(-x)
 
 
@@ -222,6 +227,7 @@ cdef class TickKernel:
     cdef double* v_last
     cdef double* stuck_i
     cdef double* stuck_n
+    cdef double* gate_n
     cdef double* w_interp
     cdef unsigned char* valid
     cdef long long* group_sensor
@@ -259,6 +265,7 @@ cdef class TickKernel:
         self.v_last = dptr(s.voltage_last_V, n, "voltage_last_V", owners)
         self.stuck_i = dptr(s.stuck_current_A, n, "stuck_current_A", owners)
         self.stuck_n = dptr(s.stuck_count, n, "stuck_count", owners)
+        self.gate_n = dptr(s.gate_count, n, "gate_count", owners)
         self.w_interp = dptr(s.interp_weight, n, "interp_weight", owners)
         self.valid = uptr(s.valid, n, "valid", owners)
         self.group_sensor = lptr(s.group_sensor, n, "group_sensor", owners)
@@ -335,7 +342,7 @@ cdef class TickKernel:
         cdef double corr = tu[TU_CORR_S] / dt, sig_corr2 = tu[TU_SIG_CORR] * tu[TU_SIG_CORR]
         cdef double sig_model = tu[TU_SIG_MODEL], gate2 = tu[TU_GATE] * tu[TU_GATE]
         cdef double gate_abs2 = tu[TU_GATE_ABS] * tu[TU_GATE_ABS], floor_p = tu[TU_P_FLOOR]
-        cdef double band = tu[TU_SIGN_BAND]
+        cdef double band = tu[TU_SIGN_BAND], inv_2band = 1.0 / (2.0 * tu[TU_SIGN_BAND])
         cdef double m0 = c.m0, m_dyn = c.m_dyn, gamma = c.gamma, soc_k = c.soc_k
         cdef double r0_25 = c.r0_25, r1_25 = c.r1_25, r2_25 = c.r2_25
         cdef double ea0 = c.ea0, ea1 = c.ea1, ea2 = c.ea2
@@ -349,7 +356,9 @@ cdef class TickKernel:
         cdef double p00, p01, p02, p03, p04, p11, p12, p13, p14, p22, p23, p24, p33, p34, p44
         cdef double v, T25, ocv, slope, dudt, dslope, H0, y_pred, model, Rm, innov, u0, u1, u2, u3, u4
         cdef double S, inv_s, K0, K1, K2, K3, K4, q_heat, rhs_c, rhs_s, tc, ts, e, y
-        cdef bint plausible, same, stuck, use
+        cdef bint plausible, same, stuck, use, gated_now
+        cdef double* gate_n = self.gate_n
+        cdef double reopen_n = tu[TU_REOPEN]
         cdef long long j
         cdef int gated = 0
 
@@ -386,7 +395,7 @@ cdef class TickKernel:
             v2 = a2 * v2 + b2 * r2 * i
             hs = hsign[g]
             eps = SIGN_C_RATE * cap[g]
-            p_cross = dmin(dmax((ai - (eps - band)) / (2.0 * band), 0.0), 1.0)
+            p_cross = dmin(dmax((ai - (eps - band)) * inv_2band, 0.0), 1.0)
             if i > 0:
                 hsign[g] = hs + p_cross * (1.0 - hs)
             elif i < 0:
@@ -415,6 +424,7 @@ cdef class TickKernel:
             p44 = p44 + qb
 
             T25 = T - 25.0
+            dudt = interp_slope(dudt_t, n_dudt, z, &dslope)
             if new_v:
                 # --- inputs: plausible, not stuck
                 v = volt[g]
@@ -433,7 +443,6 @@ cdef class TickKernel:
                 if use:
                     # --- measurement update (Joseph form), gated
                     ocv = interp_slope(ocv_t, n_ocv, z, &slope)
-                    dudt = interp_slope(dudt_t, n_dudt, z, &dslope)
                     H0 = slope + T25 * dslope
                     y_pred = ocv + T25 * dudt + m_dyn * h - m0 * hs - v1 - v2 - r0 * i + b
                     model = sig_model * (r0 * ai + fabs(v1) + fabs(v2))
@@ -447,8 +456,29 @@ cdef class TickKernel:
                     u4 = p04 * H0 - p14 - p24 + p34 * m_dyn + p44
                     S = H0 * u0 - u1 - u2 + m_dyn * u3 + u4 + Rm
                     if innov * innov > gate2 * S + gate_abs2:
-                        gated = gated + 1
+                        gate_n[g] = gate_n[g] + 1.0
+                        if gate_n[g] >= reopen_n:
+                            # a discrepancy that persists: the state is wrong, re-open the SOC variance
+                            gate_n[g] = 0.0
+                            p00 = p00 + (innov / H0) * (innov / H0)
+                            p01 = 0.0
+                            p02 = 0.0
+                            p03 = 0.0
+                            p04 = 0.0
+                            u0 = p00 * H0 - p01 - p02 + p03 * m_dyn + p04
+                            u1 = p01 * H0 - p11 - p12 + p13 * m_dyn + p14
+                            u2 = p02 * H0 - p12 - p22 + p23 * m_dyn + p24
+                            u3 = p03 * H0 - p13 - p23 + p33 * m_dyn + p34
+                            u4 = p04 * H0 - p14 - p24 + p34 * m_dyn + p44
+                            S = H0 * u0 - u1 - u2 + m_dyn * u3 + u4 + Rm
+                            gated_now = False
+                        else:
+                            gated_now = True
+                            gated = gated + 1
                     else:
+                        gate_n[g] = 0.0
+                        gated_now = False
+                    if not gated_now:
                         innov_out[g] = innov
                         inv_s = 1.0 / S
                         K0 = u0 * inv_s
@@ -500,8 +530,7 @@ cdef class TickKernel:
             x[3 * n + g] = h
             x[4 * n + g] = b
 
-            # --- heat per cell from the filter's states
-            dudt = interp_uniform(dudt_t, n_dudt, z)
+            # --- heat per cell from the filter's states (entropic slope at the predicted SOC)
             q_heat = i * (v1 + v2 + r0 * i - (m_dyn * h - m0 * hsign[g])) - i * (T + KELVIN) * dudt
             heat[g] = q_heat
 
@@ -579,6 +608,7 @@ cdef class SlowKernel:
     cdef double* m_sol
     cdef double* rate_dis
     cdef double* rate_chg
+    cdef double e1h, e2h
 
     def __init__(self, state, cell, pack, cell_voltage_V):
         import numpy as np
@@ -754,7 +784,7 @@ cdef class SlowKernel:
         cdef double r_dc, rise, t_end, t_rc, x_end, x_rc
         if heated:
             r_dc = (c.r0_25 * f0 + c.r1_25 * f1 + c.r2_25 * f2) * sf
-            rise = i * i * r_dc * horizon / self.tu[TU_SOP_HEAT_J_PER_K]
+            rise = dmin(i * i * r_dc * horizon / self.tu[TU_SOP_HEAT_J_PER_K], MAX_RISE_K)
             t_end = T + rise
             t_rc = T + self.tu[TU_SOP_TEMP_FRACTION] * rise
             x_end = 1.0 / (t_end + KELVIN) - 1.0 / (T + KELVIN)
@@ -763,7 +793,7 @@ cdef class SlowKernel:
             f1 = f1 * exp(c.ea1 * x_rc)
             f2 = f2 * exp(c.ea2 * x_rc)
         cdef double r0 = c.r0_25 * f0 * sf, r1 = c.r1_25 * f1 * sf, r2 = c.r2_25 * f2 * sf
-        cdef double e1 = exp(-horizon / c.tau1), e2 = exp(-horizon / c.tau2)
+        cdef double e1 = self.e1h, e2 = self.e2h  # exp(-horizon / tau), set by _power per horizon
         cdef double kq = (c.ce if i < 0 else 1.0) * horizon / 3600.0 / self.cap[g]
         cdef double slope
         cdef double ocv = interp_slope(c.ocv, c.n_ocv, z - i * kq, &slope)
@@ -808,6 +838,8 @@ cdef class SlowKernel:
         cdef double span = dmax(c.t_opmax - c.t_derate, 1e-9), tspan = dmax(1.0 - c.taper_soc, 1e-9)
         for hz in range(NH):
             horizon = HORIZON[hz]
+            self.e1h = exp(-horizon / c.tau1)
+            self.e2h = exp(-horizon / c.tau2)
             if horizon <= c.peak_s:
                 dis_c = c.dis_peak
             else:
@@ -874,7 +906,7 @@ cdef class SlowKernel:
                 sop[i_mod * NH + hz] = model * c.n_parallel
                 sop[i_grp * NH + hz] = group
                 sop[i_tot * NH + hz] = limit * c.n_parallel
-                sop[i_pow * NH + hz] = limit * c.n_parallel * v_sum
+                sop[i_pow * NH + hz] = limit * c.n_parallel * dmax(v_sum, 0.0)
 
     # --- state of energy --------------------------------------------------------------------------
     cdef void _energy(self) noexcept nogil:

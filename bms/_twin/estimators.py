@@ -36,6 +36,7 @@ from .._est_layout import (COV_INDEX, EST_ARRHENIUS_REFRESH_K, N_COV, N_HORIZONS
                            TU_SOP_HEAT_J_PER_K, TU_SOP_REFINE, TU_SOP_TEMP_FRACTION, TU_STUCK_SAMPLES,
                            TU_STUCK_V, TU_T_GATE_K, TU_T_HI, TU_T_LO, TU_V_HI, TU_V_LO, X_BIAS, X_HYST,
                            X_SOC, X_V1, X_V2)
+from .._est_layout import SOP_MAX_RISE_K, TU_REOPEN
 from .._layout import HYSTERESIS_SIGN_C_RATE
 from ..errors import InputError
 
@@ -216,6 +217,7 @@ class TickKernel:
 
         # --- inputs: plausible, not stuck
         T25 = T - 25.0
+        dudt, dslope = interp_slope(c.dudt, z)
         if new_voltage:
             v = self.volt.astype(np.float64)
             plausible = np.isfinite(v) & (v >= tu[TU_V_LO]) & (v <= tu[TU_V_HI])
@@ -230,7 +232,6 @@ class TickKernel:
 
             # --- measurement update (Joseph form), gated
             ocv, slope = interp_slope(c.ocv, z)
-            dudt, dslope = interp_slope(c.dudt, z)
             H = (slope + T25 * dslope, -1.0, -1.0, c.m_dyn, 1.0)
             y_pred = ocv + T25 * dudt + c.m_dyn * h - c.m0 * hs - v1 - v2 - r0 * i + b
             # white sensor noise, plus model errors that persist for TU_CORR_S (so weighted as fewer samples)
@@ -241,6 +242,18 @@ class TickKernel:
             u = [sum(P[C[p][q]] * H[q] for q in range(N_X)) for p in range(N_X)]
             S = sum(H[p] * u[p] for p in range(N_X)) + Rm
             gated = use & (innov * innov > tu[TU_GATE] * tu[TU_GATE] * S + tu[TU_GATE_ABS] * tu[TU_GATE_ABS])
+            s.gate_count[:] = np.where(gated, s.gate_count + 1.0, np.where(use, 0.0, s.gate_count))
+            # a discrepancy that persists means the state is wrong, not the sensor: re-open the SOC variance
+            reopen = gated & (s.gate_count >= tu[TU_REOPEN])
+            if reopen.any():
+                h0 = np.where(reopen, H[0], 1.0)
+                P[C[0][0]] = np.where(reopen, P[C[0][0]] + (innov / h0) ** 2, P[C[0][0]])
+                for q in range(1, N_X):  # and forget what SOC was correlated with (stays positive definite)
+                    P[C[0][q]] = np.where(reopen, 0.0, P[C[0][q]])
+                s.gate_count[:] = np.where(reopen, 0.0, s.gate_count)
+                u = [sum(P[C[p][q]] * H[q] for q in range(N_X)) for p in range(N_X)]
+                S = sum(H[p] * u[p] for p in range(N_X)) + Rm
+            gated = gated & ~reopen
             use = use & ~gated
             s.scalars[S_GATED] += float(gated.sum())
             s.innovation_V[:] = np.where(use, innov, s.innovation_V)
@@ -267,10 +280,10 @@ class TickKernel:
         x[X_HYST] = np.minimum(np.maximum(h, -1.0), 1.0)
         x[X_BIAS] = b
 
-        # --- heat per cell from the filter's states (the overpotentials times the current)
-        dudt_now = interp_uniform(c.dudt, x[X_SOC])
+        # --- heat per cell from the filter's states (overpotentials times the current, entropic slope at
+        # the predicted SOC)
         hv = c.m_dyn * x[X_HYST] - c.m0 * s.hysteresis_sign
-        q_heat = i * (x[X_V1] + x[X_V2] + r0 * i - hv) - i * (T + KELVIN) * dudt_now
+        q_heat = i * (x[X_V1] + x[X_V2] + r0 * i - hv) - i * (T + KELVIN) * dudt
         s.heat_W[:] = q_heat
 
         # --- thermal observer: coolant at plain groups interpolated from the sensor groups
@@ -428,7 +441,7 @@ class SlowKernel:
         f0, f1, f2 = s.arrhenius_r0, s.arrhenius_r1, s.arrhenius_r2
         if heated is not None:
             r_dc = (c.r0_25 * f0 + c.r1_25 * f1 + c.r2_25 * f2) * sf
-            rise = i * i * r_dc * horizon / s.tuning[TU_SOP_HEAT_J_PER_K]
+            rise = np.minimum(i * i * r_dc * horizon / s.tuning[TU_SOP_HEAT_J_PER_K], SOP_MAX_RISE_K)
             frac = s.tuning[TU_SOP_TEMP_FRACTION]
             t_end = T + rise
             t_rc = T + frac * rise
@@ -506,7 +519,7 @@ class SlowKernel:
                 sop[i_mod, hz] = model * c.n_parallel
                 sop[i_grp, hz] = group
                 sop[i_tot, hz] = limit * c.n_parallel
-                sop[i_pow, hz] = limit * c.n_parallel * float(v.sum())
+                sop[i_pow, hz] = limit * c.n_parallel * max(float(v.sum()), 0.0)
 
     # --- state of energy --------------------------------------------------------------------------
     def _energy(self):
