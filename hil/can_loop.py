@@ -14,7 +14,7 @@ from bms.can.node import BusFailure, CanNode
 from bms.controller import BmsState, StateRequest
 
 from .load import Demand
-from .vcu import demand_current_A
+from .vcu import _rearm_after, demand_current_A, request_for
 
 __all__ = ["CanLoop", "CanVcu"]
 
@@ -32,6 +32,7 @@ class CanVcu:
         self.period_s = period_s
         self.charger_voltage_V = charger_voltage_V
         self.silent = False
+        self._rearm = False
         self.corrupt: str | None = None    # "counter" or "crc": the VCU's frames fail the BMS's checks
         self.state = BmsState.INIT
         self.discharge_limit_A = 0.0
@@ -75,8 +76,8 @@ class CanVcu:
         self._read()
         if self.bus is not None and not self.silent and t_s >= self._next_s - 1e-9:
             self._next_s = t_s + self.period_s
-            request = StateRequest.STANDBY if demand is None else (
-                StateRequest.CHARGE if demand.mode == "charge" else StateRequest.DRIVE)
+            request = request_for(demand, self.state, self._rearm)
+            self._rearm = _rearm_after(self._rearm, self.state, request)
             if request == StateRequest.CHARGE:
                 self._send("CHG_Status", {"ChargerConnected": 1, "ChargerMaxVoltage": self.charger_voltage_V,
                                           "ChargerMaxCurrent": demand.value}, t_s)

@@ -113,6 +113,7 @@ class Scenario:
     pack_overrides: dict = field(default_factory=dict)
     bms_overrides: dict = field(default_factory=dict)
     seed: int = 0
+    mode: str | None = None             # the run mode this scenario needs (None: the caller's choice)
     initial_soc: float = 0.9
     dt_s: float = 0.01
     ambient_C: float | list = 25.0      # constant or [[time_s, temp_C], ...]
@@ -124,7 +125,9 @@ class Scenario:
 
 # --- loading ------------------------------------------------------------------------------------
 _TOP = {"scenario", "pack_overrides", "bms", "ambient", "step", "fault", "expect"}
-_SCENARIO_KEYS = {"name": str, "description": str, "pack": str, "seed": int, "initial_soc": float, "dt_s": float}
+_SCENARIO_KEYS = {"name": str, "description": str, "pack": str, "seed": int, "initial_soc": float, "dt_s": float,
+                  "mode": str}
+MODES = ("headless", "lockstep", "paced")
 _AMBIENT_KEYS = {"temp_C": (float, list), "coolant_C": (float, list)}
 
 
@@ -234,6 +237,9 @@ def parse_scenario(text: str, source: str) -> Scenario:
     if not 0.0 <= head.get("initial_soc", 0.9) <= 1.0:
         raise ScenarioError(source, loc.line("scenario", "initial_soc"), "scenario.initial_soc",
                             f"expected a number in [0, 1], found {head['initial_soc']}")
+    if head.get("mode", "lockstep") not in MODES:
+        raise ScenarioError(source, loc.line("scenario", "mode"), "scenario.mode",
+                            f"unknown mode {head['mode']!r}{_suggest(head['mode'], MODES)}")
     if head.get("dt_s", 0.01) <= 0:
         raise ScenarioError(source, loc.line("scenario", "dt_s"), "scenario.dt_s",
                             f"expected a tick > 0 s, found {head['dt_s']}")
@@ -305,7 +311,7 @@ def parse_scenario(text: str, source: str) -> Scenario:
         raise ScenarioError(source, loc.line("bms"), "bms", "expected a table")
     return Scenario(name=head.get("name", Path(source).stem), source=source, description=head.get("description", ""),
                     pack=head.get("pack", "assb60-192s2p"), pack_overrides=data.get("pack_overrides", {}),
-                    bms_overrides=bms_overrides, seed=head.get("seed", 0),
+                    bms_overrides=bms_overrides, seed=head.get("seed", 0), mode=head.get("mode"),
                     initial_soc=head.get("initial_soc", 0.9), dt_s=head.get("dt_s", 0.01),
                     ambient_C=ambient.get("temp_C", 25.0), coolant_C=ambient.get("coolant_C"),
                     steps=tuple(steps), faults=tuple(faults), expectations=tuple(expectations))

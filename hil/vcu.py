@@ -11,7 +11,7 @@ from bms.controller import BmsState, StateRequest
 
 from .load import Demand
 
-__all__ = ["VcuModel", "demand_current_A", "requested_current_A"]
+__all__ = ["VcuModel", "demand_current_A", "requested_current_A", "request_for"]
 
 
 def requested_current_A(demand: Demand | None, link_voltage_V: float) -> float:
@@ -33,6 +33,20 @@ def demand_current_A(demand: Demand | None, link_voltage_V: float, discharge_lim
     return min(max(requested_current_A(demand, link_voltage_V), -charge_limit_A), discharge_limit_A)
 
 
+def request_for(demand: Demand | None, bms_state, rearm: bool) -> StateRequest:
+    """What the VCU asks for. After a fault the BMS waits for a fresh request, as production BMSs do:
+    the VCU sends STANDBY once before asking for drive or charge again."""
+    if demand is None or rearm:
+        return StateRequest.STANDBY
+    return StateRequest.CHARGE if demand.mode == "charge" else StateRequest.DRIVE
+
+
+def _rearm_after(rearm: bool, bms_state, sent: StateRequest) -> bool:
+    if bms_state == BmsState.FAULT:
+        return True
+    return rearm and sent != StateRequest.STANDBY
+
+
 class VcuModel:
     """Direct (headless) VCU: one request per ``period_s``; ``silent`` models a VCU that stopped talking."""
 
@@ -41,18 +55,18 @@ class VcuModel:
         self.period_s = period_s
         self.charger_voltage_V = charger_voltage_V
         self.silent = False
+        self._rearm = False
         self._next_s = 0.0
 
     def request_for(self, demand: Demand | None) -> StateRequest:
-        if demand is None:
-            return StateRequest.STANDBY
-        return StateRequest.CHARGE if demand.mode == "charge" else StateRequest.DRIVE
+        return request_for(demand, self.bms.state, self._rearm)
 
     def tick(self, t_s: float, demand: Demand | None, link_voltage_V: float) -> float:
         bms = self.bms
         if not self.silent and t_s >= self._next_s - 1e-9:
             self._next_s = t_s + self.period_s
             request = self.request_for(demand)
+            self._rearm = _rearm_after(self._rearm, bms.state, request)
             if request == StateRequest.CHARGE:
                 bms.charger_offer(t_s, max_voltage_V=self.charger_voltage_V, max_current_A=demand.value)
             bms.request(request, t_s)

@@ -18,7 +18,8 @@ SHORT = {"default": 240.0, "cold-us06": 200.0, "fast-charge": None}  # None: the
 @pytest.mark.parametrize("name", sorted(builtin_scenarios()))
 def test_example_scenarios_hold_their_expectations(tmp_path, name):
     scenario = load_scenario(name)
-    result = run_scenario(scenario, out_dir=tmp_path, mode="headless", max_sim_s=SHORT.get(name, 240.0))
+    result = run_scenario(scenario, out_dir=tmp_path, mode=scenario.mode or "headless",
+                          max_sim_s=SHORT.get(name, 240.0))
     failed = [f"{v.name}: {v.message}" for v in result.verdicts if not v.passed]
     assert not failed, failed
     assert result.summary["complete"]

@@ -44,7 +44,7 @@ def _run(args) -> int:
             print(f"{name:<16}{load_scenario(name).description}")
         return 0
     scenario = load_scenario(args.scenario)
-    mode = args.mode or "lockstep"
+    mode = args.mode or scenario.mode or "lockstep"
     from bms.can.busargs import bus_options
     can_options = None
     if mode != "headless":
