@@ -169,6 +169,9 @@ class BmsConfig:
     # --- contactors and precharge -----------------------------------------------------------------
     precharge_fraction: float = _c(0.95, fraction, "of the pack voltage on the DC link")
     precharge_end_current_A: float = _c(2.0, positive, "and the precharge current fallen below this")
+    precharge_min_tau: float = _c(3.0, non_negative, "the precharge relay stays closed at least this many "
+                                  "nominal time constants (precharge resistor x DC-link capacitance), so a "
+                                  "faulty link or current reading cannot end the precharge early")
     precharge_timeout_s: float = _c(1.0, positive)
     precharge_retry_delay_s: float = _c(2.0, non_negative, "lets the precharge resistor cool")
     precharge_max_attempts: int = _c(3, positive_int)
@@ -263,6 +266,13 @@ class BmsConfig:
         """A validated copy with some values changed; unknown keys are named with the nearest known one."""
         _check_keys(changes, source=None, text=None)
         return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], *, source: str | None = None,
+                  text: str | None = None) -> "BmsConfig":
+        """The defaults with ``values`` over them, validated; errors name ``source`` (and the line in
+        ``text``, the TOML it came from, when given)."""
+        return _from_mapping(dict(values), source, text)
 
     def to_dict(self) -> dict:
         return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v for f in fields(self)}

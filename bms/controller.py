@@ -37,7 +37,7 @@ from __future__ import annotations
 import bisect
 import enum
 import math
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -85,8 +85,7 @@ class StateRequest(enum.IntEnum):
     SHUTDOWN = 4
 
 
-@dataclass(frozen=True)
-class Limits:
+class Limits(NamedTuple):
     """What the VCU (and charger) must respect: positive magnitudes at the pack terminals."""
     discharge_current_A: float = 0.0
     charge_current_A: float = 0.0
@@ -132,6 +131,11 @@ class Bms:
         self._discharge_peak_A = cell.discharge_peak_C_rate * params.capacity_Ah
         self._discharge_cont_A = cell.discharge_continuous_C_rate * params.capacity_Ah
         self._sop_index = None
+        self._precharge_min_s = c.precharge_min_tau * params.precharge_resistance_ohm * params.link_capacitance_F
+        self._ns, self._npar, self._capacity_Ah = params.n_series, params.n_parallel, params.capacity_Ah
+        self._v_floor = max(cell.voltage_min_V, c.cell_undervoltage_warning_V) + c.voltage_limit_margin_V
+        self._v_ceiling = min(cell.voltage_max_V, c.cell_overvoltage_warning_V) - c.voltage_limit_margin_V
+        self._temp_key = self._temp_factors = None
         self._derate = [(self._factor(PROTECTIONS[p].derate_discharge), self._factor(PROTECTIONS[p].derate_charge))
                         for p in Protection]
         r_x = 1.0 / R_GAS
@@ -178,7 +182,7 @@ class Bms:
         self._soc = math.nan
         self._soc_lo = self._soc_hi = 0.0
         self._rest_since = 0.0
-        self._core_cold = self._core_hot = math.nan
+        self._core_cold = self._core_hot = math.nan   # comparisons with nan are false: no effect
         self._next_balance = 0.0
         self._charge_end_since = None
         self._derate_now = (1.0, 1.0)
@@ -193,8 +197,6 @@ class Bms:
 
     def _service(self, events: int, t: float) -> None:
         self._t = t
-        if self._init_t0 is None:
-            self._init_t0 = t
         if events & L.EV_LEVEL:
             self._on_levels(t)
         if events & L.EV_SLOW:
@@ -513,6 +515,8 @@ class Bms:
         if self._opening is not None:
             self._run_opening(t)
         elif st == BmsState.INIT:
+            if self._init_t0 is None:
+                self._init_t0 = t
             if t - self._init_t0 >= self.config.init_time_s:
                 if self.latched or max(self._levels) >= FaultLevel.ERROR:
                     self._goto(t, BmsState.FAULT, f"self-check: {self._fault_reason or 'fault latched'}")
@@ -582,7 +586,8 @@ class Bms:
         elif phase == "precharge":
             ref = self._pack_reference_V()
             current = abs(float(self._reading[self._i_current]))
-            if ref > 0 and link >= c.precharge_fraction * ref and current <= c.precharge_end_current_A:
+            if (ref > 0 and link >= c.precharge_fraction * ref and current <= c.precharge_end_current_A
+                    and elapsed >= self._precharge_min_s):
                 self._event("precharge", {"attempt": self.precharge_attempts, "result": "complete",
                                           "duration_s": elapsed, "link_voltage_V": link, "pack_voltage_V": ref}, t)
                 seq.update(phase="positive", t_phase=t)
@@ -630,9 +635,15 @@ class Bms:
         else:
             self._rest_since = t
             rested = False
-        self._update_soc(current, dts, rested)
-        self._update_core(dts)
-        self._update_limits(t, current, dts)
+        est = self.estimator if self._estimator_ready() else None
+        if est is not None:
+            group_soc = est.group_soc
+            soc_lo, soc_hi = float(group_soc.min()), float(group_soc.max())
+        else:
+            self._update_soc(current, dts, rested)
+            soc_lo, soc_hi = self._soc - self._soc_lo, self._soc + self._soc_hi
+        self._update_core(dts, est)
+        self._update_limits(t, current, dts, 0.5 * (soc_lo + soc_hi), soc_hi)
         if st == BmsState.CHARGING and self._opening is None:
             self._charge_control(t, current)
         if st == BmsState.FAULT and not self.latched and self._opening is None:
@@ -668,15 +679,14 @@ class Bms:
         elif math.isfinite(current):
             self._soc -= current * dts / 3600.0 / self.params.capacity_Ah
 
-    def _update_core(self, dts: float) -> None:
+    def _update_core(self, dts: float, est) -> None:
         """The coldest core temperature: the estimator's, else a first-order lag of the coldest sensor."""
         o, inp = self._out, self._inp
         t_min = float(o[L.OUT_T_MIN])
-        est = self.estimator
-        if self._estimator_ready() and getattr(est, "core_temp_C", None) is not None:
-            core = est.core_temp_C
-            self._core_cold = float(np.min(core)) if len(core) else math.nan
-            core_hot = float(np.max(core)) if len(core) else math.nan
+        core = getattr(est, "core_temp_C", None)
+        if core is not None and len(core):
+            self._core_cold = float(core.min())
+            core_hot = float(core.max())
         else:
             if math.isnan(self._core_cold):
                 self._core_cold = t_min
@@ -691,14 +701,35 @@ class Bms:
             r0, e0 = self._arrhenius[:2]
             inp[L.IN_R_REF] = r0 * math.exp(e0 * (1.0 / (t_mean + KELVIN) - 1.0 / T_REF_K)) / self.params.n_parallel
 
-    def _resistance_cell(self, temp_C: float, soc: float) -> float:
-        """Datasheet resistance of one cell for the limit horizon at ``temp_C``, with the margin."""
+    def _temperature_factors(self, t_lo: float, t_hi: float) -> tuple:
+        """What the limits take from the temperatures (cached: readings move in 0.1 K steps).
+
+        Returns the discharge derating factor, the charge C-rate from the cell's table (zero below the charge
+        minimum, with the sensor margin), the lithium-metal CCD limit (A, pack) and the datasheet resistance of
+        one cell for the limit horizon at the coldest temperature, with the margin.
+        """
+        key = (t_lo, t_hi)
+        if key == self._temp_key:
+            return self._temp_factors
+        c, cell = self.config, self._cell
+        f_t = min(_interp(t_lo, c.discharge_derate_temp_C, c.discharge_derate_factor),
+                  _interp(t_hi, c.discharge_derate_temp_C, c.discharge_derate_factor))
+        t_ch = t_lo - c.temperature_charge_margin_K
+        if t_ch < cell.temp_charge_min_C or t_hi > cell.temp_hard_max_C:
+            rate = 0.0
+        else:
+            rate = min(_interp(t_ch, cell.charge_limit_temp_C, cell.charge_limit_C_rate),
+                       _interp(t_hi, cell.charge_limit_temp_C, cell.charge_limit_C_rate))
+        ccd_A = math.inf
+        if cell.lithium_metal:
+            x = 1.0 / (t_ch + KELVIN) - 1.0 / T_REF_K
+            ccd = cell.ccd_25C_mA_per_cm2 * math.exp(-cell.ccd_activation_J_per_mol / R_GAS * x)
+            ccd_A = cell.ccd_safety_factor * ccd * cell.electrode_area_cm2 * 1e-3 * self.params.n_parallel
         r0, e0, r1, e1, r2, e2 = self._arrhenius
-        x = 1.0 / (temp_C + KELVIN) - 1.0 / T_REF_K
-        soc = min(max(soc, 0.0), 1.0) if math.isfinite(soc) else 0.0
-        factor = 1.0 + self._cell.resistance_soc_curvature * (soc - 0.5) ** 2
-        r = r0 * math.exp(e0 * x) + r1 * math.exp(e1 * x) + r2 * math.exp(e2 * x)
-        return r * factor * (1.0 + self.config.resistance_margin)
+        x = 1.0 / (t_lo + KELVIN) - 1.0 / T_REF_K
+        r_cell = (r0 * math.exp(e0 * x) + r1 * math.exp(e1 * x) + r2 * math.exp(e2 * x)) * (1.0 + c.resistance_margin)
+        self._temp_key, self._temp_factors = key, (f_t, rate, ccd_A, r_cell)
+        return self._temp_factors
 
     def _sop(self):
         if not self._estimator_ready():
@@ -718,73 +749,62 @@ class Bms:
         values = (float(dis[k]), float(ch[k]))
         return values if all(math.isfinite(v) and v >= 0 for v in values) else None
 
-    def _update_limits(self, t: float, current: float, dts: float) -> None:
-        c, cell, params = self.config, self._cell, self.params
+    def _update_limits(self, t: float, current: float, dts: float, soc: float, soc_hi: float) -> None:
+        """The limits the BMS would publish in READY/CHARGING (``_capability``), then published by state."""
         o = self._out.tolist()
         n_valid_v, n_valid_t = o[L.OUT_N_VALID_V], o[L.OUT_N_VALID_T]
         if n_valid_v <= 0 or n_valid_t <= 0 or not math.isfinite(current):
             self._capability = (0.0, 0.0, 0.0, 0.0)
             self._publish_limits()
             return
-        ns, npar, cap = params.n_series, params.n_parallel, params.capacity_Ah
+        ns, npar, cell = self._ns, self._npar, self._cell
         v_min, v_max = o[L.OUT_V_MIN], o[L.OUT_V_MAX]
         v_mean = o[L.OUT_V_SUM] / n_valid_v
         t_lo, t_hi = o[L.OUT_T_MIN], o[L.OUT_T_MAX]
-        if math.isfinite(self._core_cold):
-            t_lo = min(t_lo, self._core_cold)
-        if math.isfinite(self._core_hot):
-            t_hi = max(t_hi, self._core_hot)
-        soc_hi = self.soc_max
-        r_cell = self._resistance_cell(t_lo, self.soc)
+        if self._core_cold < t_lo:
+            t_lo = self._core_cold
+        if self._core_hot > t_hi:
+            t_hi = self._core_hot
+        f_t, rate, ccd_A, r_cell = self._temperature_factors(t_lo, t_hi)
+        if soc == soc:
+            soc = 0.0 if soc < 0.0 else (1.0 if soc > 1.0 else soc)
+            r_cell *= 1.0 + cell.resistance_soc_curvature * (soc - 0.5) * (soc - 0.5)
         i_cell = current / npar
         dis_d, ch_d = self._derate_now
+        v_floor, v_ceiling = self._v_floor, self._v_ceiling
 
-        # discharge: peak budget, temperature derating, voltage limit
+        # discharge: peak-current budget, temperature derating, voltage limit
         peak, cont = self._discharge_peak_A, self._discharge_cont_A
+        budget = self._peak_budget
         if current > cont and peak > cont:
-            self._peak_budget -= (current - cont) / (peak - cont) * dts / cell.discharge_peak_duration_s
+            budget -= (current - cont) / (peak - cont) * dts / cell.discharge_peak_duration_s
         else:
-            self._peak_budget += dts / c.peak_recovery_s
-        self._peak_budget = min(max(self._peak_budget, 0.0), 1.0)
-        f_t = min(_interp(t_lo, c.discharge_derate_temp_C, c.discharge_derate_factor),
-                  _interp(t_hi, c.discharge_derate_temp_C, c.discharge_derate_factor))
-        v_floor = max(cell.voltage_min_V, c.cell_undervoltage_warning_V) + c.voltage_limit_margin_V
+            budget += dts / self.config.peak_recovery_s
+        self._peak_budget = budget = 0.0 if budget < 0.0 else (1.0 if budget > 1.0 else budget)
         i_volt = npar * (v_min + i_cell * r_cell - v_floor) / r_cell
-        dis = max(0.0, min((cont + (peak - cont) * self._peak_budget) * f_t, i_volt)) * dis_d
+        dis = max(0.0, min((cont + (peak - cont) * budget) * f_t, i_volt)) * dis_d
 
-        # charge: temperature table (no charge below the minimum), SOC taper, CCD, voltage limit
-        t_ch = t_lo - c.temperature_charge_margin_K
-        if t_ch < cell.temp_charge_min_C or t_hi > cell.temp_hard_max_C:
-            rate = 0.0
-        else:
-            rate = min(_interp(t_ch, cell.charge_limit_temp_C, cell.charge_limit_C_rate),
-                       _interp(t_hi, cell.charge_limit_temp_C, cell.charge_limit_C_rate))
-        if math.isfinite(soc_hi) and soc_hi > cell.charge_taper_soc and rate > 0:
-            taper = rate * (1.0 - soc_hi) / (1.0 - cell.charge_taper_soc) if cell.charge_taper_soc < 1 else rate
-            rate = min(rate, max(taper, c.charge_taper_floor_C_rate))
-        ch = rate * cap
-        if cell.lithium_metal and ch > 0:
-            x = 1.0 / (t_ch + KELVIN) - 1.0 / T_REF_K
-            ccd = cell.ccd_25C_mA_per_cm2 * math.exp(-cell.ccd_activation_J_per_mol / R_GAS * x)
-            ch = min(ch, cell.ccd_safety_factor * ccd * cell.electrode_area_cm2 * 1e-3 * npar)
-        v_ceiling = min(cell.voltage_max_V, c.cell_overvoltage_warning_V) - c.voltage_limit_margin_V
+        # charge: temperature table, SOC taper, lithium-metal CCD, voltage limit (the CV phase)
+        if soc_hi == soc_hi and soc_hi > cell.charge_taper_soc and rate > 0 and cell.charge_taper_soc < 1:
+            taper = rate * (1.0 - soc_hi) / (1.0 - cell.charge_taper_soc)
+            rate = min(rate, max(taper, self.config.charge_taper_floor_C_rate))
         i_volt = npar * (v_ceiling - (v_max + i_cell * r_cell)) / r_cell
-        ch = max(0.0, min(ch, i_volt, self._charge_max_A)) * ch_d
+        ch = max(0.0, min(rate * self._capacity_Ah, ccd_A, i_volt)) * ch_d
 
         # the estimator's model-based SOP (the BMS applies its own tables and derating), then the power at
-        # the voltage the pack would sit at
-        ocv = v_mean + i_cell * r_cell
+        # the pack voltage the limit current would give
         sop = self._sop()
         if sop is not None:
             dis, ch = min(dis, sop[0]), min(ch, sop[1])
-        dis, ch = min(dis, self._discharge_peak_A), min(ch, self._charge_max_A)
-        p_dis = dis * ns * max(v_floor, ocv - dis / npar * r_cell)
-        p_ch = ch * ns * min(v_ceiling, ocv + ch / npar * r_cell)
-        self._capability = (float(dis), float(ch), float(p_dis) if dis > 0 else 0.0, float(p_ch) if ch > 0 else 0.0)
+        dis, ch = min(dis, peak), min(ch, self._charge_max_A)
+        ocv = min(max(v_mean + i_cell * r_cell, v_floor), v_ceiling)
+        p_dis = dis * ns * max(v_floor, ocv - dis / npar * r_cell) if dis > 0 else 0.0
+        p_ch = ch * ns * min(v_ceiling, ocv + ch / npar * r_cell) if ch > 0 else 0.0
+        self._capability = (dis, ch, p_dis, p_ch)
         self._publish_limits()
 
         # the over-current check follows falling limits with a grace lag (rising ones at once)
-        lim, grace = self.limits, c.overcurrent_limit_grace_s
+        lim, grace = self.limits, self.config.overcurrent_limit_grace_s
         for k, value in enumerate((lim.discharge_current_A, lim.charge_current_A)):
             ref = self._oc_ref[k]
             if value < ref:

@@ -86,3 +86,9 @@ def test_the_bms_takes_only_a_config():
     with pytest.raises(InputError, match="config"):
         Emulator(load_pack().replace(pack={"n_series": 4, "n_modules": 1}), estimator=None,
                  config={"vcu_timeout_s": 1.0})
+
+
+def test_from_dict_names_the_source():
+    assert BmsConfig.from_dict({"vcu_timeout_s": 0.25}).vcu_timeout_s == 0.25
+    with pytest.raises(ParameterError, match=r"scenario.toml: bms.vcu_timeout_s: expected a finite number > 0"):
+        BmsConfig.from_dict({"vcu_timeout_s": 0}, source="scenario.toml")
