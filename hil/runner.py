@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bms import Drift, Offset, OpenWire, Stuck, load_pack
+from bms import Drift, Offset, OpenWire, ParameterError, Stuck, load_config, load_pack
 from bms.emulator import Emulator
 
 from .expectations import Recording, Verdict, evaluate
@@ -153,8 +153,11 @@ def build_emulator(scenario: Scenario) -> Emulator:
     params = load_pack(scenario.pack, overrides=scenario.pack_overrides)
     config = None
     if scenario.bms_overrides:
-        from bms.config import BmsConfig
-        config = BmsConfig.from_dict(scenario.bms_overrides, source=scenario.source)
+        try:
+            config = load_config(overrides=scenario.bms_overrides)
+        except ParameterError as exc:
+            raise ScenarioError(scenario.source, None, f"bms.{exc.key}", f"expected {exc.expected}, found "
+                                f"{exc.found!r}" + (f" ({exc.hint})" if exc.hint else "")) from exc
     return Emulator(params, seed=scenario.seed, initial_soc=scenario.initial_soc,
                     temp_C=_temperature_at(scenario.ambient_C, 0.0), dt_s=scenario.dt_s, config=config)
 

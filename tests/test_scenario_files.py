@@ -82,3 +82,11 @@ def test_unknown_scenario_name_suggests(tmp_path):
 def test_builtin_scenarios_parse(name):
     scenario = load_scenario(name)
     assert scenario.steps and scenario.expectations and scenario.description
+
+
+def test_bms_overrides_are_validated(tmp_path):
+    from hil.runner import build_emulator
+    scenario = parse_scenario(GOOD + "\n[bms]\nvcu_timeout_s = 0.2\n", "ok.toml")
+    assert build_emulator(scenario).bms.config.vcu_timeout_s == 0.2
+    with pytest.raises(ScenarioError, match="bms.vcu_timeout"):
+        build_emulator(parse_scenario(GOOD + "\n[bms]\nvcu_timeout = 0.2\n", "bad.toml"))
