@@ -81,6 +81,8 @@ def _stop(proc, sig=None, timeout=20):
 
 
 def test_udp_multicast_across_processes_in_a_network_namespace(netns, tmp_path):
+    pytest.importorskip("msgpack", reason="python-can's udp_multicast interface needs msgpack "
+                                          "(python-can[multicast])")
     emu_log, logger_log, vcu_log = tmp_path / "emulator.blf", tmp_path / "logger.log", tmp_path / "vcu.log"
     _vcu_log(vcu_log, 1.5)
     bus = ["-i", "udp_multicast", "-c", GROUP]

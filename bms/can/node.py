@@ -167,6 +167,7 @@ class RunReport:
     logs: list = field(default_factory=list)
     log_frames: int = 0
     log_dropped_frames: int = 0
+    last_tx_error: str | None = None
 
     def as_dict(self) -> dict:
         from dataclasses import asdict
@@ -178,7 +179,9 @@ class RunReport:
                  f"{self.clock} clock: {self.ticks} ticks, {self.simulated_s:.3f} s simulated in {self.wall_s:.3f} s "
                  f"({self.realtime_factor:.1f}x real time); overruns {self.overruns}, skipped ticks "
                  f"{self.skipped_ticks}, max lateness {self.max_lateness_ms:.3f} ms",
-                 "frames: " + ", ".join(f"{k} {v}" for k, v in c.items())]
+                 "frames: " + ", ".join(f"{k} {v}" for k, v in c.items() if v or k in ("tx_frames", "rx_frames"))]
+        if self.last_tx_error:
+            lines.append(f"last transmit error: {self.last_tx_error}")
         if self.logs:
             lines.append(f"logs: {', '.join(self.logs)} ({self.log_frames} frames"
                          + (f", {self.log_dropped_frames} dropped" if self.log_dropped_frames else "") + ")")
@@ -205,7 +208,8 @@ class CanNode:
     def __init__(self, emulator, bus: can.BusABC | None = None, *, clock="virtual", codec: Codec | None = None,
                  log=None, load_current_A: float = 0.0, coolant_C: float | None = None,
                  cooling_factor: float = 1.0, arm_timeouts: str = "first-rx", e2e_max_errors: int = 3,
-                 counter_max_delta: int = 2, bus_error_timeout_s: float = 0.5, max_rx_per_tick: int = 10_000,
+                 counter_max_delta: int = 2, bus_error_timeout_s: float | None = None,
+                 max_rx_per_tick: int = 10_000,
                  log_batch_frames: int = 512, node_name: str = "BMS", **bus_config):
         if arm_timeouts not in ("first-rx", "start"):
             raise ValueError(f"arm_timeouts: expected 'first-rx' or 'start', found {arm_timeouts!r}")
@@ -222,7 +226,8 @@ class CanNode:
         self.arm_timeouts = arm_timeouts
         self.e2e_max_errors = int(e2e_max_errors)
         self.counter_max_delta = int(counter_max_delta)
-        self.bus_error_timeout_ns = int(bus_error_timeout_s * 1e9)
+        self.bus_error_timeout_ns = None if bus_error_timeout_s is None else int(bus_error_timeout_s * 1e9)
+        self.last_tx_error: str | None = None
         self.max_rx_per_tick = int(max_rx_per_tick)
         self.log_batch_frames = 1 if self.clock.realtime else int(log_batch_frames)
         self.counters = dict.fromkeys(_COUNTERS, 0)
@@ -432,7 +437,7 @@ class CanNode:
             overruns=self.overruns, skipped_ticks=self.skipped_ticks, max_lateness_ms=self.max_lateness_ns / 1e6,
             counters=dict(self.counters), comm_faults=list(self.comm_fault_log), cycle_times=self.stats.report(),
             logs=list(self.log_paths), log_frames=self.log.frames if self.log else 0,
-            log_dropped_frames=self.log.dropped_frames if self.log else 0)
+            log_dropped_frames=self.log.dropped_frames if self.log else 0, last_tx_error=self.last_tx_error)
 
     @property
     def t_s(self) -> float:
@@ -546,10 +551,14 @@ class CanNode:
                                        "bad file descriptor", "disconnected", "device not found"))
 
     def _tx_failed(self, exc: BaseException, t_ns: int) -> None:
+        """A frame could not be sent: counted (a bus nobody acknowledges fills the transmit queue, e.g.
+        before the VCU powers up); fatal when the adapter is gone, or when nothing could be sent for
+        ``bus_error_timeout_s`` if that is set."""
         self.counters["tx_errors"] += 1
+        self.last_tx_error = str(exc)
         if self._fatal(exc):
             raise BusFailure(f"sending on the bus failed: {exc}") from exc
-        if t_ns - self._last_bus_ok_ns > self.bus_error_timeout_ns:
+        if self.bus_error_timeout_ns is not None and t_ns - self._last_bus_ok_ns > self.bus_error_timeout_ns:
             raise BusFailure(f"no frame could be sent for {self.bus_error_timeout_ns / 1e9:g} s; last error: "
                              f"{exc}") from exc
 

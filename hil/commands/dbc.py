@@ -13,7 +13,8 @@ def add_subparser(subparsers):
         description="Write the CAN database of the emulated BMS: every message it sends and receives, with "
                     "cycle times, units, ranges, value tables, counters and CRCs. The DBC is the file the "
                     "emulator itself uses; kcd and sym are cantools conversions of it.",
-        epilog="examples:\n  bms-emu dbc -o assb_bms.dbc\n  bms-emu dbc --list\n  bms-emu dbc --format kcd > assb_bms.kcd",
+        epilog="examples:\n  bms-emu dbc -o assb_bms.dbc\n  bms-emu dbc --list\n"
+               "  bms-emu dbc --format kcd > assb_bms.kcd",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
     parser.add_argument("--format", choices=FORMATS, default="dbc", help="file format (default: dbc)")

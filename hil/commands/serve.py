@@ -79,6 +79,10 @@ def _run(args) -> int:
             duration = f"for {args.duration:g} s" if args.duration else "until Ctrl-C"
             print(f"bms-emu serve: BMS on {node.bus.channel_info} ({type(node.bus).__name__}), "
                   f"{clock.kind} clock, {args.pack}, tick {args.dt * 1000:g} ms, {duration}", flush=True)
+            if type(node.bus).__name__ == "VirtualBus":
+                print("bms-emu serve: note: python-can's 'virtual' interface reaches this process only; for "
+                      "other processes use e.g. -i udp_multicast -c 239.74.163.2 or -i socketcan -c vcan0",
+                      flush=True)
         try:
             node.start()
             if not args.quiet and getattr(clock, "rt_priority", None):
