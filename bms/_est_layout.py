@@ -59,7 +59,8 @@ TU_SIGN_BAND = 32       # A per cell: half width of the current band where the h
 TU_SIG_CORR = 33        # V, model error that persists (hysteresis shape, parallel cells, OCV table)
 TU_CORR_S = 34          # s, how long model errors persist: they weigh as one sample per TU_CORR_S
 TU_REOPEN = 35          # consecutive gated samples after which the SOC variance is re-opened
-N_TUNING = 36
+TU_BIAS_MAX = 36        # V, the channel bias estimate is kept within +-this (the sensor's accuracy band)
+N_TUNING = 37
 
 # --- pack scalars (EstimatorState.scalars) ------------------------------------------------------
 S_CURRENT = 0           # A per cell used in the last tick (> 0 discharging)

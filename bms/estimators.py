@@ -61,7 +61,7 @@ class EstimatorTuning:
     bias_random_walk_V2_per_s: float = 1e-12
     gate_sigma: float = 8.0
     gate_floor_V: float = 0.05
-    gate_reopen_samples: int = 400                # after this many gated samples in a row the SOC variance
+    gate_reopen_samples: int = 100                # after this many gated samples in a row the SOC variance
                                                   # grows by (innovation / OCV slope)^2: the state was wrong
     voltage_plausible_V: tuple = (0.5, 5.0)
     stuck_samples: int | None = None              # None: 10 if the channel is noisy, else never by count
@@ -140,6 +140,7 @@ class EstimatorTuning:
         t[L.TU_GATE] = self.gate_sigma
         t[L.TU_GATE_ABS] = self.gate_floor_V
         t[L.TU_REOPEN] = max(self.gate_reopen_samples, 1)
+        t[L.TU_BIAS_MAX] = max(1.5 * sp.cell_voltage_accuracy_V, 1e-3)
         t[L.TU_V_LO], t[L.TU_V_HI] = self.voltage_plausible_V
         if self.stuck_samples is not None:
             t[L.TU_STUCK_SAMPLES] = self.stuck_samples

@@ -23,7 +23,7 @@ cdef int SOP_DISCHARGE_W = L.SOP_DISCHARGE_W, SOP_NEWTON_ITERATIONS = L.SOP_NEWT
 cdef int TH_K_COOLANT = L.TH_K_COOLANT, TH_K_CORE = L.TH_K_CORE
 cdef int TH_K_SURFACE = L.TH_K_SURFACE, TU_CAP_FORGET = L.TU_CAP_FORGET
 cdef int TU_CAP_PRIOR_REL = L.TU_CAP_PRIOR_REL, TU_CORR_S = L.TU_CORR_S
-cdef int TU_REOPEN = L.TU_REOPEN
+cdef int TU_REOPEN = L.TU_REOPEN, TU_BIAS_MAX = L.TU_BIAS_MAX
 cdef int TU_GATE = L.TU_GATE, TU_GATE_ABS = L.TU_GATE_ABS
 cdef int TU_MIN_DSOC = L.TU_MIN_DSOC, TU_P_FLOOR = L.TU_P_FLOOR
 cdef int TU_QB_RATE = L.TU_QB_RATE, TU_QH = L.TU_QH, TU_QV_RATE = L.TU_QV_RATE, TU_QZ_RATE = L.TU_QZ_RATE
@@ -358,7 +358,7 @@ cdef class TickKernel:
         cdef double S, inv_s, K0, K1, K2, K3, K4, q_heat, rhs_c, rhs_s, tc, ts, e, y
         cdef bint plausible, same, stuck, use, gated_now
         cdef double* gate_n = self.gate_n
-        cdef double reopen_n = tu[TU_REOPEN]
+        cdef double reopen_n = tu[TU_REOPEN], b_max = tu[TU_BIAS_MAX]
         cdef long long j
         cdef int gated = 0
 
@@ -528,7 +528,7 @@ cdef class TickKernel:
             x[n + g] = v1
             x[2 * n + g] = v2
             x[3 * n + g] = h
-            x[4 * n + g] = b
+            x[4 * n + g] = dmin(dmax(b, -b_max), b_max)
 
             # --- heat per cell from the filter's states (entropic slope at the predicted SOC)
             q_heat = i * (v1 + v2 + r0 * i - (m_dyn * h - m0 * hsign[g])) - i * (T + KELVIN) * dudt

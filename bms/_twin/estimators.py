@@ -36,7 +36,7 @@ from .._est_layout import (COV_INDEX, EST_ARRHENIUS_REFRESH_K, N_COV, N_HORIZONS
                            TU_SOP_HEAT_J_PER_K, TU_SOP_REFINE, TU_SOP_TEMP_FRACTION, TU_STUCK_SAMPLES,
                            TU_STUCK_V, TU_T_GATE_K, TU_T_HI, TU_T_LO, TU_V_HI, TU_V_LO, X_BIAS, X_HYST,
                            X_SOC, X_V1, X_V2)
-from .._est_layout import SOP_MAX_RISE_K, TU_REOPEN
+from .._est_layout import SOP_MAX_RISE_K, TU_BIAS_MAX, TU_REOPEN
 from .._layout import HYSTERESIS_SIGN_C_RATE
 from ..errors import InputError
 
@@ -278,7 +278,7 @@ class TickKernel:
         x[X_V1] = v1
         x[X_V2] = v2
         x[X_HYST] = np.minimum(np.maximum(h, -1.0), 1.0)
-        x[X_BIAS] = b
+        x[X_BIAS] = np.minimum(np.maximum(b, -tu[TU_BIAS_MAX]), tu[TU_BIAS_MAX])
 
         # --- heat per cell from the filter's states (overpotentials times the current, entropic slope at
         # the predicted SOC)
