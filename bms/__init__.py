@@ -8,6 +8,7 @@ from .config import BmsConfig, load_config
 from .faults import Dtc, Event, FaultLevel, Protection
 from .controller import Bms, BmsState, Limits, StateRequest
 from .emulator import Emulator
+from .estimators import EstimatorTuning, PackEstimator, SopLimits
 
 __version__ = "0.1.0"
 KERNEL_BACKEND = KERNELS.name
@@ -19,3 +20,4 @@ __all__ = [
     "BmsConfig", "load_config", "Bms", "BmsState", "StateRequest", "FaultLevel", "Limits", "Protection", "Dtc",
     "Event", "Emulator", "KERNEL_BACKEND", "__version__",
 ]
+__all__ += ["PackEstimator", "SopLimits", "EstimatorTuning"]
