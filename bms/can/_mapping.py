@@ -108,6 +108,17 @@ _PACK = ("PackVoltage", "LinkVoltage", "PackCurrent")
 _LIMITS = ("DischargeCurrentLimit", "ChargeCurrentLimit", "DischargePowerLimit", "ChargePowerLimit")
 
 
+class _SocOfEstimator:
+    """``soc``/``soc_min``/``soc_max`` of an estimator that names its pack SOC ``pack_soc``."""
+
+    def __init__(self, estimator):
+        self.estimator = estimator
+
+    soc = property(lambda self: self.estimator.pack_soc)
+    soc_min = property(lambda self: self.estimator.soc_min)
+    soc_max = property(lambda self: self.estimator.soc_max)
+
+
 class Publisher:
     """Builds each TX message's signal values from the emulator's BMS-side state.
 
@@ -137,6 +148,10 @@ class Publisher:
         self._tuples = {"BMS_Status": (self.status, _STATUS), "BMS_PackMeasurements": (self.pack, _PACK),
                         "BMS_Limits": (self.limits, _LIMITS), "BMS_CellVoltages": (self.cell_voltages, None),
                         "BMS_CellTemperatures": (self.cell_temperatures, None)}
+        self._estimator = est = getattr(emulator, "estimator", None)
+        core = getattr(est, "core_temp_C", None)  # an array the estimator updates in place
+        self._core = core if isinstance(core, np.ndarray) and core.size else None
+        self._soc_source = bms if hasattr(bms, "soc") else _SocOfEstimator(est) if est is not None else None
         self._per_page = {name: len(codec[name].signal_names(codec[name].pages[0]))
                           for name in ("BMS_CellVoltages", "BMS_CellTemperatures") if name in codec.messages}
         self._mappings = {"BMS_CellVoltageStats": self.cell_stats, "BMS_TemperatureStats": self.temperature_stats,
@@ -216,32 +231,31 @@ class Publisher:
     # --- slower (mappings) ----------------------------------------------------------------------------------
     def cell_stats(self, page=None) -> dict:
         v = self.emulator.sensors.cell_voltage_V
-        lo, hi = int(np.argmin(v)), int(np.argmax(v))
+        lo, hi = int(v.argmin()), int(v.argmax())
         return {"CellVoltageMin": float(v[lo]), "CellVoltageMax": float(v[hi]), "CellVoltageMinIndex": lo,
                 "CellVoltageMaxIndex": hi, "CellVoltageMean": float(v.mean())}
 
     def temperature_stats(self, page=None) -> dict:
-        e = self.emulator
-        t = e.sensors.temperature_C
-        lo, hi = int(np.argmin(t)), int(np.argmax(t))
+        t = self.emulator.sensors.temperature_C
+        lo, hi = int(t.argmin()), int(t.argmax())
         out = {"TemperatureMin": float(t[lo]), "TemperatureMax": float(t[hi]), "TemperatureMinIndex": lo,
                "TemperatureMaxIndex": hi, "CoreTemperatureMax": 0.0, "CoreTemperatureMaxIndex": 0,
                "CoreTemperatureValid": 0}
-        core = getattr(getattr(e, "estimator", None), "core_temp_C", None)
-        if core is not None and np.size(core):
-            core = np.asarray(core, dtype=float).ravel()
-            k = int(np.nanargmax(core)) if np.any(np.isfinite(core)) else 0
-            out.update(CoreTemperatureMax=float(core[k]), CoreTemperatureMaxIndex=k, CoreTemperatureValid=1)
+        core = self._core
+        if core is not None:
+            k = int(core.argmax())  # a NaN would come out here: then the estimate is not valid
+            value = float(core[k])
+            if math.isfinite(value):
+                out.update(CoreTemperatureMax=value, CoreTemperatureMaxIndex=k, CoreTemperatureValid=1)
         return out
 
     def soc(self, page=None) -> dict:
         """The BMS's SOC (its estimator's, or its own count before the estimator is ready)."""
-        bms, est = self.emulator.bms, getattr(self.emulator, "estimator", None)
-        source = bms if hasattr(bms, "soc") else est
-        soc = _f(getattr(source, "soc", getattr(source, "pack_soc", math.nan))) if source is not None else math.nan
+        source, est = self._soc_source, self._estimator
+        soc = _f(source.soc if source is not None else math.nan)
         if not math.isfinite(soc):
             return {"SOC": 0.0, "SOCMin": 0.0, "SOCMax": 0.0, "EnergyRemaining": 0.0, "SOCValid": 0}
-        energy = _f(getattr(est, "energy_remaining_kWh", 0.0)) if est is not None else 0.0
+        energy = _f(est.energy_remaining_kWh) if est is not None and hasattr(est, "energy_remaining_kWh") else 0.0
         return {"SOC": 100.0 * soc, "SOCMin": 100.0 * _f(source.soc_min), "SOCMax": 100.0 * _f(source.soc_max),
                 "EnergyRemaining": energy if math.isfinite(energy) else 0.0, "SOCValid": 1}
 
