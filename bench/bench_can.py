@@ -49,12 +49,12 @@ def lockstep(seconds: float, with_peer: bool, folder: Path) -> dict:
     try:
         ticks = int(round(seconds / 0.01))
         start, cpu_start = time.perf_counter(), time.process_time()
-        node.start()
         if peer is None:
-            node.run_for(seconds)
+            node.run_for(seconds)  # power-on tick included
         else:
+            node.start()  # power-on: the first of the ticks
             vcu, load, chg = codec["VCU_Command"], codec["HIL_Load"], codec["CHG_Status"]
-            for k in range(ticks):
+            for k in range(1, ticks):
                 t = k * 0.01
                 drive = 2 if k >= 10 else 1
                 peer.send(can.Message(arbitration_id=vcu.frame_id, is_extended_id=False, timestamp=t,
