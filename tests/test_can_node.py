@@ -76,7 +76,7 @@ def scripted_drive(s: Session, seconds: float) -> None:
 def test_lockstep_runs_are_identical_frame_for_frame(request, tmp_path):
     outputs = []
     for run, seed in enumerate((7, 7, 8)):
-        logs = [tmp_path / f"run{run}.blf", tmp_path / f"run{run}.log"]
+        logs = [tmp_path / f"run{run}.blf", tmp_path / f"run{run}.log", tmp_path / f"run{run}.asc"]
         with Session(request, seed=seed, log=logs) as s:
             scripted_drive(s, 3.0)
         outputs.append([p.read_bytes() for p in logs])

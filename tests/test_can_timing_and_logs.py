@@ -93,6 +93,11 @@ def test_log_writer_writes_every_format_and_reads_back(tmp_path, suffix):
 def test_log_writer_rejects_unknown_formats_and_reports_a_failing_writer(tmp_path):
     with pytest.raises(LogError, match="expected a log file ending in one of"):
         LogWriter(tmp_path / "run.xyz")
+    try:
+        import asammdf  # noqa: F401
+    except ImportError:
+        with pytest.raises(LogError, match=r"optional package.*assb-bms-emulator\[mf4\]"):
+            LogWriter(tmp_path / "run.mf4")
     writer = LogWriter(tmp_path / "run.log").start()
 
     class Boom(Exception):

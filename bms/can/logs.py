@@ -46,7 +46,7 @@ def open_writer(path: str | Path, **kwargs):
         path.parent.mkdir(parents=True, exist_ok=True)
     try:
         return can.Logger(str(path), **kwargs)
-    except ImportError as exc:
+    except (ImportError, NotImplementedError) as exc:  # python-can says NotImplementedError for MF4
         raise LogError(f"{path}: the {suffix} writer needs an optional package ({exc}); "
                        f"for MF4 install assb-bms-emulator[mf4]") from exc
     except (OSError, ValueError) as exc:
@@ -84,6 +84,8 @@ class LogWriter:
                     # BLF stores times relative to a start it takes from the first frame, and cannot say
                     # "1970" in its header: anchored here, simulated times (t = 0.01 s ...) read back as such
                     writer.start_timestamp = float(start_s)
+                if start_s is not None and isinstance(writer, can.ASCWriter):
+                    _asc_header_date(writer, path, float(start_s))
                 self._writers.append(writer)
         except BaseException:
             for writer in self._writers:
@@ -171,6 +173,25 @@ class LogWriter:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+def _asc_header_date(writer, path: Path, start_s: float) -> None:
+    """python-can's ASC writer dates its header with the wall clock; a lockstep log says its own start
+    instead, so two runs write the same bytes. Left as is if anything looks unexpected."""
+    from datetime import datetime
+
+    try:
+        f = writer.file
+        f.flush()
+        header = path.read_text(encoding=getattr(f, "encoding", None) or "utf-8")
+        first, sep, rest = header.partition("\n")
+        if not (first.startswith("date ") and sep):
+            return
+        f.seek(0)
+        f.truncate()
+        f.write(f"date {writer._format_header_datetime(datetime.fromtimestamp(start_s))}\n{rest}")
+    except Exception:  # noqa: BLE001 - a cosmetic header, never worth failing a run
+        pass
 
 
 def _quiet_stop(writer) -> None:
