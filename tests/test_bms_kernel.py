@@ -5,7 +5,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
-from hypothesis import given, settings, strategies as st
+from hypothesis import event, given, settings, strategies as st
 
 import bms
 from bms import _kernels
@@ -70,6 +70,7 @@ def setups(draw):
             oc_enable=draw(st.booleans()), charging=draw(st.booleans()),
             dis_ref=draw(st.floats(0.0, 500.0)), ch_ref=draw(st.floats(0.0, 200.0)),
             vcu=draw(st.sampled_from([math.inf, 0.0, 0.05, 0.2])), core=draw(st.sampled_from([math.nan, -30.0, 90.0])),
+            r_ref=draw(st.sampled_from([0.0, 7.5e-4, 1e-3])), wake=draw(st.sampled_from([math.inf, 0.0, 0.1])),
             ext=draw(st.sampled_from([0, 1, 2, 3])),
             dt=draw(st.sampled_from([0.01, 0.02, 0.05])),
             balance=draw(st.tuples(st.booleans(), st.booleans())),
@@ -109,6 +110,7 @@ def test_protection_kernels_agree(compiled, twin, setup):
             inp[L.IN_DIS_REF], inp[L.IN_CH_REF] = step["dis_ref"], step["ch_ref"]
             inp[L.IN_VCU_DEADLINE] = step["vcu"]
             inp[L.IN_CORE_MAX] = inp[L.IN_CORE_MIN] = step["core"]
+            inp[L.IN_R_REF], inp[L.IN_WAKE] = step["r_ref"], step["wake"]
             state.ext[P.COMM_FAULT] = step["ext"]
             state.group_soc[:] = step["soc"]
             events = kernel.tick(t, step["dt"])
@@ -124,3 +126,6 @@ def test_protection_kernels_agree(compiled, twin, setup):
                                  np.nan_to_num(b[name], nan=-7.0, posinf=1e300, neginf=-1e300), atol=1e-9), \
                     (k, name, a[name], b[name])
         assert np.array_equal(sides[0][2].balancing, sides[1][2].balancing)
+    state = sides[0][0]
+    event(f"stack pressure judged: {bool((state.ratio != 1.0).any())}")
+    event(f"highest level: {int(state.level.max())}")

@@ -289,3 +289,42 @@ def test_stack_pressure_loss_is_detected_and_derates():
     run(emu, 0.3, load=load)
     assert bms.limits.discharge_current_A <= bms.config.stack_pressure_derate * emu.params.capacity_Ah * \
         emu.params.cell.discharge_peak_C_rate + 1e-9, (before, bms.limits)
+
+
+def test_lithium_metal_cell_charges_within_its_critical_current_density():
+    params = load_pack().replace(pack={"n_series": 16, "n_modules": 1}, cell={"lithium_metal": True})
+    emu = Emulator(params, seed=15, initial_soc=0.5, temp_C=25.0, estimator=None)
+    start_driving(emu)
+    run(emu, 1.0)
+    cell = params.cell
+    ccd_A = cell.ccd_safety_factor * cell.ccd_25C_mA_per_cm2 * cell.electrode_area_cm2 * 1e-3 * params.n_parallel
+    lim = emu.bms.limits
+    assert 0 < lim.charge_current_A <= ccd_A * 1.05, f"{lim} against a CCD limit of {ccd_A:.1f} A at ~25 degC"
+    assert lim.discharge_current_A > 10 * lim.charge_current_A
+
+
+def test_charger_silence_and_comm_faults():
+    emu = Emulator(load_pack().replace(**SMALL), seed=16, initial_soc=0.5, estimator=None)
+    bms, c = emu.bms, emu.bms.config
+    run(emu, 0.5)
+    bms.comm_fault("VCU_Command", True, emu.t_s)
+    assert bms.warning_flags & (1 << Protection.COMM_FAULT) and dtc(bms, Protection.COMM_FAULT).status == "pending"
+    bms.comm_fault("VCU_Command", False, emu.t_s)
+    assert not bms.warning_flags & (1 << Protection.COMM_FAULT) and not dtc(bms, Protection.COMM_FAULT).active
+    bms.charger_offer(emu.t_s, max_voltage_V=68.0, max_current_A=30.0)
+    bms.request(StateRequest.CHARGE, emu.t_s)
+    run(emu, 1.0, load=lambda e: -e.bms.charge_request_A)
+    assert bms.state == BmsState.CHARGING and bms.charge_request_A > 0, story(bms)
+    t_last = emu.t_s - emu.t_s % 1e-9
+    bms.charger_offer(t_last, max_voltage_V=68.0, max_current_A=30.0)   # ... then the charger falls silent
+    run(emu, c.charger_timeout_s + c.open_delay_max_s + 0.5, load=lambda e: -e.bms.charge_request_A)
+    fault = first_event(bms, "fault", protection="CHARGER_TIMEOUT", level="ERROR")
+    assert fault is not None and fault.t_s <= t_last + c.charger_timeout_s + 2 * emu.dt_s, story(bms)
+    assert bms.state == BmsState.FAULT and bms.contactors_open and bms.charge_request_A == 0, story(bms)
+
+
+def test_the_event_log_is_bounded():
+    emu = Emulator(load_pack().replace(**SMALL), seed=17, estimator=None, config=BmsConfig(event_log_size=50))
+    for k in range(200):
+        emu.bms.comm_fault("X", k % 2 == 0, emu.t_s)
+    assert len(emu.bms.events) <= 50 and emu.bms.events_dropped >= 150
