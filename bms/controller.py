@@ -13,8 +13,10 @@ STANDBY    contactors open, limits zero; balancing at rest; a DRIVE or CHARGE re
            precharge when nothing at ERROR or above is active and no fault is latched (CHARGE also needs
            a connected charger and a cell temperature that allows charging, else it is refused and waits).
 PRECHARGE  main- closes alone (a DC link that jumps to the pack voltage means main+ is welded), then the
-           precharge relay; when the link reaches ``precharge_fraction`` of the pack voltage and the
-           precharge current has fallen, main+ closes, then the precharge relay opens -> READY or CHARGING.
+           precharge relay; when the link reaches ``precharge_fraction`` of the pack voltage (the higher of
+           the pack sensor and the cell sum), the precharge current has fallen and at least
+           ``precharge_min_tau`` nominal time constants have passed (so no single faulty reading can end
+           it early), main+ closes, then the precharge relay opens -> READY or CHARGING.
            A timeout opens everything and retries after a delay, up to ``precharge_max_attempts``; then
            PRECHARGE_FAILURE (latched).
 READY      main contactors closed; limits published (SOP, cell tables, temperature and warning derating,
@@ -41,12 +43,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import _kernels
 from . import _protection as L
 from ._layout import CONTACTOR_NAMES
 from .config import BmsConfig
 from .errors import InputError
-from .faults import (DTC_BASE, N_PROTECTIONS, PROTECTIONS, Dtc, Event, FaultLevel, Protection, dtc_code)
+from .faults import DTC_BASE, N_PROTECTIONS, PROTECTIONS, Dtc, Event, FaultLevel, Protection
 from .params import PackParams
 
 __all__ = ["Bms", "BmsState", "StateRequest", "FaultLevel", "Limits", "Protection", "Dtc", "Event"]
@@ -103,6 +104,12 @@ class Bms:
     """The emulated BMS on top of a pack's sensor layer (see the module docstring for the states).
 
     ``step(t_s, dt_s)`` once per tick after the sensors (and the estimator) have been updated.
+
+    ``estimator`` (optional) is read every slow period: ``group_soc`` and ``core_temp_C`` (arrays),
+    ``sop`` with ``horizons_s`` and per-horizon arrays ``discharge_current_model_A``/``charge_current_model_A``
+    (or ``discharge_current_A``/``charge_current_A``), ``input_valid`` (per group), ``pack_soc``. Without it
+    the BMS uses the cell's own tables, a datasheet resistance for the voltage limit, a voltage-anchored
+    coulomb count for SOC and a first-order lag of the coldest sensor for the coldest core.
     """
 
     def __init__(self, params: PackParams, sensors, pack, *, config: BmsConfig | None = None, estimator=None,
@@ -172,7 +179,6 @@ class Bms:
         self._opening = None      # open sequence
         self._init_t0 = None
         self._quiet_since = None
-        self._vcu_seen = False
         self._charger = {"connected": False, "max_voltage_V": 0.0, "max_current_A": 0.0, "t_s": -math.inf}
         self._comm_sources: set[str] = set()
         self._fault_reason = ""
@@ -249,7 +255,6 @@ class Bms:
 
     def vcu_alive(self, t_s: float) -> None:
         """The VCU was heard at ``t_s``: the VCU timeout restarts."""
-        self._vcu_seen = True
         if self.state != BmsState.SHUTDOWN:
             self._inp[L.IN_VCU_DEADLINE] = t_s + self.config.vcu_timeout_s
 

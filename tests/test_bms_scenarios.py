@@ -2,8 +2,6 @@
 
 Every assertion message says what happened at which simulated time (``story`` prints the BMS's events).
 """
-import math
-
 import numpy as np
 import pytest
 

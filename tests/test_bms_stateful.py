@@ -11,7 +11,6 @@ Random VCU requests, drives (compliant or not), sensor faults, welds, charger an
 import math
 import os
 
-import numpy as np
 from hypothesis import HealthCheck, event, settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
