@@ -340,10 +340,12 @@ cdef class PlantKernel:
                     hyst[k] = (1.0 - om) * hyst[k] - om
                 elif i < 0:
                     hyst[k] = (1.0 - om) * hyst[k] + om
-                i_sign_eps = sig * cap[k]
-                if i > i_sign_eps:
+                # the instantaneous-hysteresis sign follows the string current, not the small currents that
+                # circulate between parallel cells (their sign would flip every tick: a limit cycle)
+                i_sign_eps = sig * cap[k] * n_par
+                if current > i_sign_eps:
                     hsign[k] = 1.0
-                elif i < -i_sign_eps:
+                elif current < -i_sign_eps:
                     hsign[k] = -1.0
                 i_cell[k] = i
                 q_cell[k] = q_core

@@ -127,8 +127,9 @@ class PlantKernel:
         s.soc[:] = z - dq / s.capacity_Ah
         om = one_minus_exp_neg(np.abs(dq * c.hysteresis_rate / s.capacity_Ah))
         s.hysteresis[:] = (1.0 - om) * s.hysteresis - np.sign(i) * om
-        eps = HYSTERESIS_SIGN_C_RATE * s.capacity_Ah
-        s.hysteresis_sign[:] = np.where(i > eps, 1.0, np.where(i < -eps, -1.0, s.hysteresis_sign))
+        # the sign follows the string current, not currents circulating between parallel cells
+        eps = HYSTERESIS_SIGN_C_RATE * s.capacity_Ah * self.n_parallel
+        s.hysteresis_sign[:] = np.where(current > eps, 1.0, np.where(current < -eps, -1.0, s.hysteresis_sign))
         s.cell_current_A[:] = i
         s.cell_heat_W[:] = q_core
 
