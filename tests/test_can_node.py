@@ -9,7 +9,6 @@ import time
 
 import can
 import cantools
-import numpy as np
 import pytest
 from can_support import Peer, codec, no_leaked_buses_or_threads  # noqa: F401
 from hypothesis import HealthCheck, given, settings

@@ -192,7 +192,7 @@ def _messages() -> list[Msg]:
     ], "What the BMS asks of the charger.", cycle_ms=100, e2e=True))
 
     cells = [Sig("CellVoltagePage", 0, 8, mux="M", maximum=N_CELL_VOLTAGES // CELLS_PER_PAGE - 1,
-                 comment=f"Page p carries series groups 3p+1..3p+3 (1-based in the signal names).")]
+                 comment="Page p carries series groups 3p+1..3p+3 (1-based in the signal names).")]
     for page in range(N_CELL_VOLTAGES // CELLS_PER_PAGE):
         for j in range(CELLS_PER_PAGE):
             k = page * CELLS_PER_PAGE + j + 1

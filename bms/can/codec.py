@@ -197,7 +197,7 @@ class MessageCodec:
         conv = {s.name: s.conversion for s in self.dbc_message.signals}
         env: dict = {"round": round}
         enc = [f"def encode({', '.join(f'v{i}' for i in range(len(names)))}):", "    w = 0"]
-        dec = ["def decode(data):", f"    w = int.from_bytes(data, 'little')", "    out = {}"]
+        dec = ["def decode(data):", "    w = int.from_bytes(data, 'little')", "    out = {}"]
         items = list(enumerate(names))
         for j, name in enumerate(extra_decoded):  # counter and CRC: decoded, set by protect() when encoding
             spec, k = self.signals[name], len(names) + j

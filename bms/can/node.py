@@ -27,13 +27,11 @@ import math
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-
 import can
 
 from ..errors import BmsError
 from ._mapping import Publisher
-from .clock import VirtualClock, WallClock, make_clock
+from .clock import make_clock
 from .codec import Codec, MessageCodec
 from .logs import CycleStats, LogWriter
 from .scheduler import Scheduler
@@ -44,7 +42,6 @@ DEFAULT_INTERFACE = "virtual"
 _FATAL_ERRNOS = {errno.ENODEV, errno.ENETDOWN, errno.ENXIO, errno.EBADF, errno.EPIPE, errno.ESHUTDOWN,
                  errno.ENOTCONN, errno.ENETUNREACH}
 _CAN_ERR_BUSOFF = 0x00000040     # SocketCAN error class bits in an error frame's identifier
-_CAN_ERR_RESTARTED = 0x00000100
 
 # StateRequest / BmsState values used on the wire (the DBC's value tables)
 _REQ_NONE, _REQ_STANDBY, _REQ_DRIVE, _REQ_CHARGE, _REQ_SHUTDOWN = range(5)
@@ -672,21 +669,26 @@ class CanNode:
                 self._update_fault(rx, t_ns)
                 if rx.codec.name == "CHG_Status" and self.charger_connected:
                     self.charger_connected = False
-                    self.emulator.bms.charger_offer(t_ns / 1e9, max_voltage_V=0.0, max_current_A=0.0,
+                    self.emulator.bms.charger_offer(self._t_s(t_ns), max_voltage_V=0.0, max_current_A=0.0,
                                                     connected=False)
 
     def _update_fault(self, rx: _RxMessage, t_ns: int) -> None:
         faulted = rx.faulted
         if faulted != rx.reported:
             rx.reported = faulted
-            t_s = t_ns / 1e9
+            t_s = self._t_s(t_ns)
             self.comm_fault_log.append((t_s, rx.codec.name, faulted))
             self.emulator.bms.comm_fault(rx.codec.name, faulted, t_s)
             self.comm_fault_active = any(r.reported for r in self._rx.values())
 
+    def _t_s(self, t_ns: int) -> float:
+        """The BMS's own time for run time ``t_ns`` (the emulator's ``t_s``: same instant, same float)."""
+        t_s = getattr(self.emulator, "t_s", None)
+        return float(t_s) if t_s is not None and abs(t_s * 1e9 - t_ns) < 1e3 else t_ns / 1e9
+
     # --- what each received message asks of the BMS --------------------------------------------------------
     def _on_vcu_command(self, values: dict, t_ns: int, rx) -> None:
-        bms, t_s = self.emulator.bms, t_ns / 1e9
+        bms, t_s = self.emulator.bms, self._t_s(t_ns)
         request = int(values["StateRequest"])
         if request > _REQ_SHUTDOWN:
             self.counters["bad_values"] += 1
@@ -705,7 +707,7 @@ class CanNode:
         self.charger_connected = connected
         if not connected:
             rx.armed = False  # an unplugged charger may fall silent
-        self.emulator.bms.charger_offer(t_ns / 1e9, max_voltage_V=float(values["ChargerMaxVoltage"]),
+        self.emulator.bms.charger_offer(self._t_s(t_ns), max_voltage_V=float(values["ChargerMaxVoltage"]),
                                         max_current_A=float(values["ChargerMaxCurrent"]), connected=connected)
 
     def _on_hil_load(self, values: dict, t_ns: int, rx) -> None:
@@ -721,7 +723,7 @@ class CanNode:
         if service == 0x19:
             response = self._publisher.read_dtc(int(values["DiagDtcIndex"]))
         elif service == 0x14:
-            cleared = self.emulator.bms.clear_dtcs(t_ns / 1e9)
+            cleared = self.emulator.bms.clear_dtcs(self._t_s(t_ns))
             response = {"DiagResponse": 0x54, "ClearDtc_Cleared": max(0, min(int(cleared or 0), 255))}
         else:
             response = {"DiagResponse": 0x7F, "Negative_Service": service, "Negative_Code": 0x11}
