@@ -333,6 +333,24 @@ def test_serve_runs_in_lockstep_and_prints_cycle_times(tmp_path, capsys):
         assert len(list(reader)) > 100
 
 
+def test_serve_takes_a_bench_dbc_with_other_ids(tmp_path):
+    """A bench whose VCU expects the BMS status at 0x500: same names, another ID (and E2E data ID)."""
+    import re
+
+    from hil.cli import main
+
+    custom = tmp_path / "bench.dbc"
+    custom.write_text(re.sub(r"\b256\b", "1280", dbc_text()), encoding="utf-8")
+    log = tmp_path / "bench.log"
+    assert main(["serve", "--lockstep", "--duration", "0.2", "-c", f"dbc-{os.getpid()}", "-q", "--dbc", str(custom),
+                 "--log", str(log)]) == 0
+    ids = {line.split()[2].split("#")[0] for line in log.read_text().splitlines()}
+    assert "500" in ids and "100" not in ids
+    status = cantools.database.load_file(str(custom)).get_message_by_name("BMS_Status")
+    frame = next(line for line in log.read_text().splitlines() if " 500#" in line)
+    assert status.decode(bytes.fromhex(frame.split("#")[1].split()[0]))["BmsState"] in ("INIT", "STANDBY")
+
+
 def test_ctrl_c_stops_serve_cleanly_with_logs_flushed(tmp_path):
     """A HIL engineer's Ctrl-C: exit 0, every log closed and readable, the cycle-time table printed."""
     logs = [tmp_path / "hil.blf", tmp_path / "hil.asc", tmp_path / "hil.log"]

@@ -42,6 +42,9 @@ def add_subparser(subparsers):
     run.add_argument("--log", action="append", default=[], metavar="FILE",
                      help="log every frame; format by extension: .blf .asc .log (candump) .csv .trc .txt "
                           "(.mf4 with the mf4 extra); repeat for several files")
+    run.add_argument("--dbc", metavar="FILE",
+                     help="use this DBC instead of the shipped one (same message and signal names; other IDs, "
+                          "layouts or cycle times are fine)")
     run.add_argument("--arm-timeouts", choices=("first-rx", "start"), default="first-rx",
                      help="watch a received message's timeout once it was heard (default) or from the start")
     run.add_argument("--spin-ms", type=float, default=0.3,
@@ -57,7 +60,7 @@ def add_subparser(subparsers):
 def _run(args) -> int:
     from pathlib import Path
 
-    from bms.can import BusFailure, CanNode, WallClock, VirtualClock
+    from bms.can import BusFailure, CanNode, Codec, VirtualClock, WallClock
     from bms.can.busargs import bus_options
     from bms.emulator import Emulator
 
@@ -69,7 +72,8 @@ def _run(args) -> int:
     clock = VirtualClock() if args.lockstep else WallClock(spin_s=max(args.spin_ms, 0.0) / 1000.0,
                                                            rt_priority=args.rt_priority or None)
     stop = threading.Event()
-    node = CanNode(emulator, clock=clock, log=args.log or None, load_current_A=args.load_current,
+    codec = Codec(path=args.dbc) if args.dbc else None
+    node = CanNode(emulator, clock=clock, codec=codec, log=args.log or None, load_current_A=args.load_current,
                    arm_timeouts=args.arm_timeouts, **bus_options(args))
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set()) if hasattr(signal, "SIGTERM") else None
     status = 0
