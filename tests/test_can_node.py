@@ -357,8 +357,8 @@ def test_ctrl_c_stops_serve_cleanly_with_logs_flushed(tmp_path):
     cmd = [sys.executable, "-m", "hil.cli", "serve", "-i", "virtual", "-c", "ctrl-c", "--rt-priority", "0"]
     for log in logs:
         cmd += ["--log", str(log)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=os.path.dirname(os.path.dirname(__file__)))
+    # run where the installed package is imported, not the source tree (which holds no compiled kernels)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     try:
         first = proc.stdout.readline()
         assert "bms-emu serve: BMS on" in first, first + proc.stderr.read()
