@@ -10,7 +10,7 @@ from __future__ import annotations
 import can
 
 from bms.can import Codec
-from bms.can.node import BusFailure, CanNode
+from bms.can.node import BusFailure, CanNode, Frame
 from bms.controller import BmsState, StateRequest
 
 from .load import Demand
@@ -69,7 +69,7 @@ class CanVcu:
         data = bytearray(message.encode(values))
         if self.corrupt == "crc":
             data[0] ^= 0xA5
-        self.bus.send(can.Message(arbitration_id=message.frame_id, data=bytes(data), is_extended_id=False,
+        self.bus.send(Frame(arbitration_id=message.frame_id, data=bytes(data), is_extended_id=False,
                                   timestamp=t_s))
 
     def tick(self, t_s: float, demand: Demand | None, link_voltage_V: float) -> float:

@@ -10,13 +10,13 @@ from importlib import resources
 from .clock import VirtualClock, WallClock
 from .codec import DBC_RESOURCE, Codec, CodecError, DbcError, E2E, MessageCodec, crc8_j1850, load_dbc
 from .logs import SUPPORTED_LOG_SUFFIXES, CycleStats, LogError, LogWriter
-from .node import DEFAULT_INTERFACE, BusError, BusFailure, CanNode, RunReport, open_bus
+from .node import DEFAULT_INTERFACE, BusError, BusFailure, CanNode, Frame, RunReport, open_bus
 from .scheduler import Scheduler
 
 __all__ = [
     "Codec", "MessageCodec", "E2E", "DbcError", "CodecError", "crc8_j1850", "load_dbc", "dbc_text",
     "VirtualClock", "WallClock", "Scheduler", "LogWriter", "LogError", "CycleStats", "SUPPORTED_LOG_SUFFIXES",
-    "CanNode", "RunReport", "BusError", "BusFailure", "open_bus", "DEFAULT_INTERFACE", "DBC_RESOURCE",
+    "CanNode", "Frame", "RunReport", "BusError", "BusFailure", "open_bus", "DEFAULT_INTERFACE", "DBC_RESOURCE",
 ]
 
 
