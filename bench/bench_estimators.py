@@ -259,10 +259,10 @@ def main() -> None:
         if not args.quick:
             result["convergence"].append(convergence_case(params, 0.3, 0.2, temp_C=-10.0))
     if "sop" in sections:
-        cases = [("discharge", 0.3, -10.0), ("discharge", 0.1, 25.0), ("charge", 0.9, 25.0),
-                 ("charge", 0.8, 45.0)]
+        cases = [("discharge", 0.3, -10.0), ("discharge", 0.1, 25.0), ("discharge", 0.1, 45.0),
+                 ("charge", 0.5, -10.0), ("charge", 0.9, 25.0), ("charge", 0.8, 45.0)]
         if args.quick:
-            cases = cases[:2] + cases[2:3]
+            cases = [cases[0], cases[1], cases[4]]
         result["sop_validation"] = [sop_case(params, d, s, t) for d, s, t in cases]
         result["sop_validation"].append(sop_case(params, "discharge", 0.3, -10.0, which="combined"))
     if "soh" in sections:

@@ -60,7 +60,10 @@ TU_SIG_CORR = 33        # V, model error that persists (hysteresis shape, parall
 TU_CORR_S = 34          # s, how long model errors persist: they weigh as one sample per TU_CORR_S
 TU_REOPEN = 35          # consecutive gated samples after which the SOC variance is re-opened
 TU_BIAS_MAX = 36        # V, the channel bias estimate is kept within +-this (the sensor's accuracy band)
-N_TUNING = 37
+TU_R_MIN_DI = 37        # A per cell: smallest current step between slow updates used for resistance tracking
+TU_SOP_R_SIGMA = 38     # relative 1 sigma of a group's resistance against the model (cell spread, per group)
+TU_SOP_R_K = 39         # the SOP solve assumes each group's resistance this many sigmas above its estimate
+N_TUNING = 40
 
 # --- pack scalars (EstimatorState.scalars) ------------------------------------------------------
 S_CURRENT = 0           # A per cell used in the last tick (> 0 discharging)

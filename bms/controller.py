@@ -666,7 +666,7 @@ class Bms:
 
     def _estimator_ready(self) -> bool:
         est = self.estimator
-        return est is not None and bool(getattr(est, "_initialised", True))
+        return est is not None and bool(getattr(est, "initialised", True))
 
     def _ocv_inverse(self, v: float) -> float:
         return float(np.interp(v, self._ocv, self._soc_grid))

@@ -77,10 +77,17 @@ class EstimatorTuning:
     resistance_noise_V: float | None = None       # one regression sample (two voltage samples)
     resistance_random_walk_per_s: float = 1e-6
     resistance_scale_bounds: tuple = (0.25, 6.0)
+    resistance_min_step_C_rate: float = 0.05      # current steps below this (per cell) carry no resistance
+                                                  # information, only current noise: a regression on them
+                                                  # drifts toward zero (errors in variables)
     energy_reference_c_rate: float = 1.0 / 3.0
-    sop_refine_groups: int = 2
+    sop_refine_groups: int = 192                  # at most this many groups solved with self-heating
     sop_heat_capacity_J_per_K: float | None = None  # None: core heat capacity of the cell
     sop_rc_temperature_fraction: float = 0.5
+    sop_resistance_spread_rel: float | None = None  # None: the cell spread over n_parallel cells
+    sop_resistance_sigmas: float = 2.0            # the limiting group is the worst of many: its resistance
+                                                  # is taken this many sigmas above the estimate (at most
+                                                  # the spread, less once the tracker knows the group)
     # initial uncertainty
     initial_soc_sigma: float = 0.2                # when initial_soc is given
     ocv_soc_sigma: float = 0.05                   # when the SOC is taken from the rested OCV
@@ -161,11 +168,15 @@ class EstimatorTuning:
         t[L.TU_R_SIG] = max(r_noise, 1e-6)
         t[L.TU_R_Q_RATE] = self.resistance_random_walk_per_s
         t[L.TU_R_MIN], t[L.TU_R_MAX] = self.resistance_scale_bounds
+        t[L.TU_R_MIN_DI] = max(self.resistance_min_step_C_rate * cell.capacity_Ah, 20.0 * t[L.TU_SIG_I], 1e-6)
         t[L.TU_SOE_C_RATE] = self.energy_reference_c_rate
         t[L.TU_SOP_REFINE] = self.sop_refine_groups
         t[L.TU_SOP_HEAT_J_PER_K] = (self.sop_heat_capacity_J_per_K if self.sop_heat_capacity_J_per_K
                                     else cell.heat_capacity_core_J_per_K)
         t[L.TU_SOP_TEMP_FRACTION] = self.sop_rc_temperature_fraction
+        t[L.TU_SOP_R_SIGMA] = (self.sop_resistance_spread_rel if self.sop_resistance_spread_rel is not None
+                               else params.spread.resistance_rel_sigma / math.sqrt(n_p))
+        t[L.TU_SOP_R_K] = self.sop_resistance_sigmas
         return t
 
 
@@ -503,6 +514,11 @@ class PackEstimator:
             self._since_slow = 0.0
 
     # --- what the BMS believes ------------------------------------------------------------------
+    @property
+    def initialised(self) -> bool:
+        """True once the first ``update`` has initialised the estimates from the sensors."""
+        return self._initialised
+
     @property
     def group_soc_3sigma(self) -> np.ndarray:
         n = self.params.n_series

@@ -4,7 +4,7 @@
 #                  (SOC, v_rc1, v_rc2, hysteresis, channel bias) in Joseph form, heat, thermal observer.
 # SlowKernel.update at a slower rate: resistance and capacity tracking, state of power, state of energy.
 # Arrays over groups are structures of arrays: element k of group g at [k * n + g].
-from libc.math cimport exp, expm1, fabs, floor, isfinite, sqrt
+from libc.math cimport INFINITY, exp, expm1, fabs, floor, isfinite, sqrt
 
 import bms._est_layout as L
 from bms._est_layout import COV_INDEX, EST_ARRHENIUS_REFRESH_K, SOP_HORIZONS_S
@@ -23,7 +23,8 @@ cdef int SOP_DISCHARGE_W = L.SOP_DISCHARGE_W, SOP_NEWTON_ITERATIONS = L.SOP_NEWT
 cdef int TH_K_COOLANT = L.TH_K_COOLANT, TH_K_CORE = L.TH_K_CORE
 cdef int TH_K_SURFACE = L.TH_K_SURFACE, TU_CAP_FORGET = L.TU_CAP_FORGET
 cdef int TU_CAP_PRIOR_REL = L.TU_CAP_PRIOR_REL, TU_CORR_S = L.TU_CORR_S
-cdef int TU_REOPEN = L.TU_REOPEN, TU_BIAS_MAX = L.TU_BIAS_MAX
+cdef int TU_REOPEN = L.TU_REOPEN, TU_BIAS_MAX = L.TU_BIAS_MAX, TU_R_MIN_DI = L.TU_R_MIN_DI
+cdef int TU_SOP_R_K = L.TU_SOP_R_K, TU_SOP_R_SIGMA = L.TU_SOP_R_SIGMA
 cdef int TU_GATE = L.TU_GATE, TU_GATE_ABS = L.TU_GATE_ABS
 cdef int TU_MIN_DSOC = L.TU_MIN_DSOC, TU_P_FLOOR = L.TU_P_FLOOR
 cdef int TU_QB_RATE = L.TU_QB_RATE, TU_QH = L.TU_QH, TU_QV_RATE = L.TU_QV_RATE, TU_QZ_RATE = L.TU_QZ_RATE
@@ -608,7 +609,8 @@ cdef class SlowKernel:
     cdef double* m_sol
     cdef double* rate_dis
     cdef double* rate_chg
-    cdef double e1h, e2h
+    cdef unsigned char* refined
+    cdef double e1h, e2h, g1h, g2h
 
     def __init__(self, state, cell, pack, cell_voltage_V):
         import numpy as np
@@ -655,6 +657,7 @@ cdef class SlowKernel:
         self.m_sol = dptr(np.zeros(n), n, "scratch", owners)
         self.rate_dis = dptr(np.zeros(n), n, "scratch", owners)
         self.rate_chg = dptr(np.zeros(n), n, "scratch", owners)
+        self.refined = uptr(np.zeros(n, dtype=np.uint8), n, "scratch", owners)
         self._owners = owners
 
     def update(self):
@@ -682,7 +685,9 @@ cdef class SlowKernel:
         cdef bint settled = sc[S_REST_S] >= tu[TU_SETTLE_S]
         cdef bint leaving = was_settled and not settled
         sc[S_AH] = sc[S_AH] + sc[S_ACC_Q]
-        cdef bint prev_ok = sc[S_SLOW_PREV_SET] > 0
+        # only a current step well above the sensor noise says anything about the resistance
+        cdef bint prev_ok = sc[S_SLOW_PREV_SET] > 0 and fabs(i_now - sc[S_SLOW_PREV_I]) >= tu[TU_R_MIN_DI]
+        cdef double sig_i2 = 2.0 * tu[TU_SIG_I] * tu[TU_SIG_I]
         cdef double e1 = exp(-elapsed / c.tau1), e2 = exp(-elapsed / c.tau2)
         cdef double r_q = tu[TU_R_Q_RATE] * elapsed, r_sig2 = tu[TU_R_SIG] * tu[TU_R_SIG]
         cdef double r_min = tu[TU_R_MIN], r_max = tu[TU_R_MAX], lam = tu[TU_CAP_FORGET]
@@ -712,7 +717,7 @@ cdef class SlowKernel:
                  + (1.0 - e2) * (r2 * i_mean - self.slow_v2[g]))
             phi = -(r0n * i_now - self.slow_r0i[g])
             Pr = self.rvar[g] + r_q
-            Sr = phi * phi * Pr + r_sig2
+            Sr = phi * phi * Pr + r_sig2 + (rs * r0n) * (rs * r0n) * sig_i2
             Kr = Pr * phi / Sr
             e = y - phi * rs
             use = use and (e * e <= 16.0 * Sr)
@@ -779,12 +784,15 @@ cdef class SlowKernel:
         cdef int n = self.n
         cdef double z = self.x[g], v1 = self.x[n + g], v2 = self.x[2 * n + g], h = self.x[3 * n + g]
         cdef double T = self.t_core[g]
-        cdef double sf = (1.0 + c.soc_k * (z - 0.5) * (z - 0.5)) * self.rscale[g]
+        # each group's resistance with a margin for what the tracker does not know (cell spread)
+        cdef double margin = 1.0 + self.tu[TU_SOP_R_K] * dmin(sqrt(self.rvar[g]), self.tu[TU_SOP_R_SIGMA])
+        cdef double sf = (1.0 + c.soc_k * (z - 0.5) * (z - 0.5)) * self.rscale[g] * margin
         cdef double f0 = self.f0[g], f1 = self.f1[g], f2 = self.f2[g]
-        cdef double r_dc, rise, t_end, t_rc, x_end, x_rc
+        cdef double r_h, rise, t_end, t_rc, x_end, x_rc
         if heated:
-            r_dc = (c.r0_25 * f0 + c.r1_25 * f1 + c.r2_25 * f2) * sf
-            rise = dmin(i * i * r_dc * horizon / self.tu[TU_SOP_HEAT_J_PER_K], MAX_RISE_K)
+            # heat over the horizon at constant current from rest: R0 all along, the RC pairs as they charge
+            r_h = (c.r0_25 * f0 * horizon + c.r1_25 * f1 * self.g1h + c.r2_25 * f2 * self.g2h) * sf
+            rise = dmin(i * i * r_h / self.tu[TU_SOP_HEAT_J_PER_K], MAX_RISE_K)
             t_end = T + rise
             t_rc = T + self.tu[TU_SOP_TEMP_FRACTION] * rise
             x_end = 1.0 / (t_end + KELVIN) - 1.0 / (T + KELVIN)
@@ -829,10 +837,9 @@ cdef class SlowKernel:
         cdef double t_lo, t_hi, hot, taper, chg, ccd, z, horizon, dis_c, direction, limit, model, rmin
         cdef double v_sum, dv, heated
         cdef int refine = <int>self.tu[TU_SOP_REFINE]
-        cdef int sel[16]
+        cdef unsigned char* done = self.refined
+        cdef double best
         cdef int i_tot, i_mod, i_grp, i_pow, d
-        if refine > 16:
-            refine = 16
         if refine > n:
             refine = n
         cdef double span = dmax(c.t_opmax - c.t_derate, 1e-9), tspan = dmax(1.0 - c.taper_soc, 1e-9)
@@ -840,6 +847,8 @@ cdef class SlowKernel:
             horizon = HORIZON[hz]
             self.e1h = exp(-horizon / c.tau1)
             self.e2h = exp(-horizon / c.tau2)
+            self.g1h = horizon - 2.0 * c.tau1 * (1.0 - self.e1h) + 0.5 * c.tau1 * (1.0 - self.e1h * self.e1h)
+            self.g2h = horizon - 2.0 * c.tau2 * (1.0 - self.e2h) + 0.5 * c.tau2 * (1.0 - self.e2h * self.e2h)
             if horizon <= c.peak_s:
                 dis_c = c.dis_peak
             else:
@@ -870,25 +879,22 @@ cdef class SlowKernel:
                 else:
                     direction, i_tot, i_mod, i_grp, i_pow = -1.0, SOP_CHARGE_A, SOP_CHARGE_MODEL_A, \
                         SOP_CHARGE_GROUP, SOP_CHARGE_W
-                # every group without self-heating; the `refine` lowest (stable order) again with it
-                n_ref = 0
+                # without self-heating every group (a lower bound: heat lowers the resistance), then with it
+                # the lowest group, again while an unrefined bound lies below the best refined limit
                 for g in range(n):
                     m[g] = self._solve(g, direction, horizon, False)
-                    if refine > 0:
-                        pos = n_ref
-                        while pos > 0 and m[g] < m[sel[pos - 1]]:
-                            pos = pos - 1
-                        if pos < refine:
-                            k = n_ref if n_ref < refine else refine - 1
-                            while k > pos:
-                                sel[k] = sel[k - 1]
-                                k = k - 1
-                            sel[pos] = g
-                            if n_ref < refine:
-                                n_ref = n_ref + 1
-                for r in range(n_ref):
-                    g = sel[r]
-                    m[g] = self._solve(g, direction, horizon, True)
+                    done[g] = 0
+                best = INFINITY
+                for r in range(refine):
+                    k = -1
+                    for g in range(n):
+                        if done[g] == 0 and (k < 0 or m[g] < m[k]):
+                            k = g
+                    if k < 0 or not m[k] < best:
+                        break
+                    m[k] = self._solve(k, direction, horizon, True)
+                    done[k] = 1
+                    best = dmin(best, m[k])
                 group = 0
                 rmin = self.rate_dis[0] if d == 0 else self.rate_chg[0]
                 for g in range(n):

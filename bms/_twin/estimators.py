@@ -36,7 +36,7 @@ from .._est_layout import (COV_INDEX, EST_ARRHENIUS_REFRESH_K, N_COV, N_HORIZONS
                            TU_SOP_HEAT_J_PER_K, TU_SOP_REFINE, TU_SOP_TEMP_FRACTION, TU_STUCK_SAMPLES,
                            TU_STUCK_V, TU_T_GATE_K, TU_T_HI, TU_T_LO, TU_V_HI, TU_V_LO, X_BIAS, X_HYST,
                            X_SOC, X_V1, X_V2)
-from .._est_layout import SOP_MAX_RISE_K, TU_BIAS_MAX, TU_REOPEN
+from .._est_layout import SOP_MAX_RISE_K, TU_BIAS_MAX, TU_R_MIN_DI, TU_REOPEN, TU_SOP_R_K, TU_SOP_R_SIGMA
 from .._layout import HYSTERESIS_SIGN_C_RATE
 from ..errors import InputError
 
@@ -364,13 +364,16 @@ class SlowKernel:
         e1, e2 = math.exp(-elapsed / c.tau1), math.exp(-elapsed / c.tau2)
         r1 = c.r1_25 * s.arrhenius_r1 * sf * rs
         r2 = c.r2_25 * s.arrhenius_r2 * sf * rs
-        use = valid & (s.slow_set > 0) & cur_ok & (sc[S_SLOW_PREV_SET] > 0)
+        # only a current step well above the sensor noise says anything about the resistance
+        excited = abs(i_now - sc[S_SLOW_PREV_I]) >= tu[TU_R_MIN_DI]
+        use = valid & (s.slow_set > 0) & cur_ok & (sc[S_SLOW_PREV_SET] > 0) & excited
         v = self.volt.astype(np.float64)
         y = (v - s.slow_voltage_V) - (m_now - s.slow_model_V) + (1.0 - e1) * (r1 * i_mean - s.slow_v1_V) \
             + (1.0 - e2) * (r2 * i_mean - s.slow_v2_V)
         phi = -(r0n * i_now - s.slow_r0i_V)
         Pr = s.resistance_var + tu[TU_R_Q_RATE] * elapsed
-        Sr = phi * phi * Pr + tu[TU_R_SIG] * tu[TU_R_SIG]
+        # the regressor carries the current noise of two samples too
+        Sr = phi * phi * Pr + tu[TU_R_SIG] * tu[TU_R_SIG] + 2.0 * (rs * r0n * tu[TU_SIG_I]) ** 2
         Kr = Pr * phi / Sr
         e = y - phi * rs
         use = use & (e * e <= 16.0 * Sr)
@@ -437,11 +440,18 @@ class SlowKernel:
         x = s.x.reshape(N_X, n)
         z, v1, v2, h = x[X_SOC], x[X_V1], x[X_V2], x[X_HYST]
         T = s.temp_core_C
-        sf = (1.0 + c.soc_k * (z - 0.5) * (z - 0.5)) * s.resistance_scale
+        tu = s.tuning
+        # each group's resistance with a margin for what the tracker does not know (cell spread)
+        margin = 1.0 + tu[TU_SOP_R_K] * np.minimum(np.sqrt(s.resistance_var), tu[TU_SOP_R_SIGMA])
+        sf = (1.0 + c.soc_k * (z - 0.5) * (z - 0.5)) * s.resistance_scale * margin
         f0, f1, f2 = s.arrhenius_r0, s.arrhenius_r1, s.arrhenius_r2
+        e1, e2 = math.exp(-horizon / c.tau1), math.exp(-horizon / c.tau2)
         if heated is not None:
-            r_dc = (c.r0_25 * f0 + c.r1_25 * f1 + c.r2_25 * f2) * sf
-            rise = np.minimum(i * i * r_dc * horizon / s.tuning[TU_SOP_HEAT_J_PER_K], SOP_MAX_RISE_K)
+            # heat over the horizon at constant current from rest: R0 all along, the RC pairs as they charge
+            g1 = horizon - 2.0 * c.tau1 * (1.0 - e1) + 0.5 * c.tau1 * (1.0 - e1 * e1)
+            g2 = horizon - 2.0 * c.tau2 * (1.0 - e2) + 0.5 * c.tau2 * (1.0 - e2 * e2)
+            r_h = (c.r0_25 * f0 * horizon + c.r1_25 * f1 * g1 + c.r2_25 * f2 * g2) * sf
+            rise = np.minimum(i * i * r_h / tu[TU_SOP_HEAT_J_PER_K], SOP_MAX_RISE_K)
             frac = s.tuning[TU_SOP_TEMP_FRACTION]
             t_end = T + rise
             t_rc = T + frac * rise
@@ -451,7 +461,6 @@ class SlowKernel:
             f1 = f1 * np.exp(c.ea1 * x_rc)
             f2 = f2 * np.exp(c.ea2 * x_rc)
         r0, r1, r2 = c.r0_25 * f0 * sf, c.r1_25 * f1 * sf, c.r2_25 * f2 * sf
-        e1, e2 = math.exp(-horizon / c.tau1), math.exp(-horizon / c.tau2)
         kq = np.where(i < 0, c.ce, 1.0) * horizon / 3600.0 / s.capacity_cell_Ah
         ocv, slope = interp_slope(c.ocv, z - i * kq)
         sgn = np.where(i < 0, -1.0, 1.0)
@@ -505,13 +514,20 @@ class SlowKernel:
             for direction, rate, i_tot, i_mod, i_grp, i_pow in (
                     (1, dis_rate, SOP_DISCHARGE_A, SOP_DISCHARGE_MODEL_A, SOP_DISCHARGE_GROUP, SOP_DISCHARGE_W),
                     (-1, chg_rate, SOP_CHARGE_A, SOP_CHARGE_MODEL_A, SOP_CHARGE_GROUP, SOP_CHARGE_W)):
+                # without self-heating every group (a lower bound: heat lowers the resistance), then with it
+                # the lowest group, again while an unrefined bound lies below the best refined limit
                 m = self._solve(direction, horizon, None)
-                order = np.argsort(m, kind="stable")
                 if k_refine > 0:
                     heated = self._solve(direction, horizon, True)
-                    refined = order[:min(k_refine, n)]
-                    m = m.copy()
-                    m[refined] = heated[refined]
+                    refined = np.zeros(n, dtype=bool)
+                    best = math.inf
+                    for _ in range(min(k_refine, n)):
+                        g = int(np.argmin(np.where(refined, math.inf, m)))
+                        if not m[g] < best:
+                            break
+                        m[g] = heated[g]
+                        refined[g] = True
+                        best = min(best, float(m[g]))
                 group = int(np.argmin(m))
                 model = float(m[group])
                 limit = min(model, float(rate.min()))
