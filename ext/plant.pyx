@@ -21,12 +21,13 @@ cdef int I_LINK = LINK_VOLTAGE, I_PACK_V = PACK_VOLTAGE, I_CURRENT = PACK_CURREN
 cdef int I_PEAK = PACK_CURRENT_PEAK, C_POS = MAIN_POSITIVE, C_NEG = MAIN_NEGATIVE, C_PRE = PRECHARGE
 
 
-cdef inline double interp_uniform(const double* table, int n, double x) noexcept nogil:
-    """Piecewise-linear table on a uniform grid over [0, 1]; linear extrapolation outside."""
-    cdef double pos = x * (n - 1)
+cdef inline double interp_uniform(const double* table, double scale, double last, double x) noexcept nogil:
+    """Piecewise-linear table on a uniform grid over [0, 1] (``scale`` = points - 1, ``last`` = points - 2);
+    linear extrapolation outside."""
+    cdef double pos = x * scale
     cdef int i = 0
     if pos >= 1.0:  # truncation is floor here; avoids a libm call per lookup
-        i = n - 2 if pos >= n - 2 else <int>pos
+        i = <int>last if pos >= last else <int>pos
     return table[i] + (pos - i) * (table[i + 1] - table[i])
 
 
@@ -38,11 +39,16 @@ cdef inline double one_minus_exp_neg(double x) noexcept nogil:
     return -expm1(-x)
 
 
-cdef inline double rc_heat_J_ohm(double v0, double i, double r, double tau, double a, double dt) noexcept nogil:
-    """Energy dissipated in R of an RC pair over a step with constant current, times R (exact integral)."""
+cdef inline double rc_heat_J_ohm(double v0, double i, double r, double k_cross, double k_decay,
+                                 double dt) noexcept nogil:
+    """Energy dissipated in R of an RC pair over a step with constant current, times R (exact integral).
+
+    With A = i R and B = v0 - A: A^2 dt + 2 A B tau (1 - a) + B^2 tau / 2 (1 - a^2), where the per-step
+    constants are k_cross = tau (1 - a) and k_decay = tau / 2 (1 - a^2).
+    """
     cdef double A = i * r
     cdef double B = v0 - A
-    return A * A * dt + 2.0 * A * B * tau * (1.0 - a) + B * B * tau * 0.5 * (1.0 - a * a)
+    return A * A * dt + 2.0 * A * B * k_cross + B * B * k_decay
 
 
 cdef double* dptr(object arr, Py_ssize_t n, str name, list owners) except NULL:
@@ -205,8 +211,10 @@ cdef class PlantKernel:
     cdef void _step(self, double dt, double load_A, double coolant_C, double cooling) noexcept nogil:
         # Everything the loops touch is copied into locals first: stores through the state pointers
         # could otherwise alias this object's fields and force the compiler to reload them.
-        cdef int g, p, k, ns = self.n_series, n_par = self.n_parallel, cpm = self.cells_per_module
-        cdef int n_ocv = self.n_ocv, n_dudt = self.n_dudt, pos_in_module
+        cdef Py_ssize_t g, p, k, ns = self.n_series, n_par = self.n_parallel, cpm = self.cells_per_module
+        cdef double ocv_scale = self.n_ocv - 1, ocv_last = self.n_ocv - 2
+        cdef double dudt_scale = self.n_dudt - 1, dudt_last = self.n_dudt - 2
+        cdef Py_ssize_t pos_in_module
         cdef double* soc = self.soc
         cdef double* v1 = self.v1
         cdef double* v2 = self.v2
@@ -266,9 +274,9 @@ cdef class PlantKernel:
                 r0 = r0_25 * f0[k] * sf * r0s[k]
                 r1 = r1_25 * f1[k] * sf * r1s[k]
                 r2 = r2_25 * f2[k] * sf * r2s[k]
-                dudt = interp_uniform(dudt_t, n_dudt, z)
+                dudt = interp_uniform(dudt_t, dudt_scale, dudt_last, z)
                 hv = m_dyn * hyst[k] - m0 * hsign[k]
-                E = interp_uniform(ocv_t, n_ocv, z) + (T - 25.0) * dudt + hv - a1 * v1[k] - a2 * v2[k]
+                E = interp_uniform(ocv_t, ocv_scale, ocv_last, z) + (T - 25.0) * dudt + hv - a1 * v1[k] - a2 * v2[k]
                 y = 1.0 / (r0 + r1 * b1 + r2 * b2)
                 e_cell[k] = E
                 y_cell[k] = y
@@ -289,7 +297,7 @@ cdef class PlantKernel:
 
         cdef double current = self._link(dt, load_A, e_pack, z_pack)
 
-        # pass 2: cell currents, electrical states, heat, temperatures
+        # pass 2: cell currents, electrical states, heat
         cdef double v_pack = 0.0, i_sign_eps, q_core, q_surf, inv_q
         cdef double ac = self.c_core / dt, as_ = self.c_surf / dt
         cdef double rhs_c, rhs_s, tc, ts
@@ -302,13 +310,14 @@ cdef class PlantKernel:
         for n_nb in range(3):
             d_nb[n_nb] = as_ + g_cs + g_sc + g_nb * n_nb
             inv_det_nb[n_nb] = 1.0 / ((ac + g_cs) * d_nb[n_nb] - g_cs * g_cs)
-        cdef double sig = SIGN_C_RATE, gamma_dt = gamma * dt / 3600.0, dt_h = dt / 3600.0
+        cdef double sig = SIGN_C_RATE, dt_h = dt / 3600.0
+        cdef double k1_cross = tau1 * b1, k1_decay = tau1 * 0.5 * (1.0 - a1 * a1)
+        cdef double k2_cross = tau2 * b2, k2_decay = tau2 * 0.5 * (1.0 - a2 * a2)
         pos_in_module = 0
         for g in range(ns):
             v_g = e_grp[g] - z_grp[g] * current
             v_group[g] = v_g
             v_pack = v_pack + v_g
-            q_surf = (v_g * v_g * g_bal / n_par) if balance[g] else 0.0
             for p in range(n_par):
                 k = g * n_par + p
                 i = (e_cell[k] - v_g) * y_cell[k]
@@ -320,8 +329,8 @@ cdef class PlantKernel:
                 hv = hv_now[k]
                 dudt = dudt_now[k]
                 q_core = (r0 * i * i
-                          + (rc_heat_J_ohm(v1[k], i, r1, tau1, a1, dt) * r2
-                             + rc_heat_J_ohm(v2[k], i, r2, tau2, a2, dt) * r1) / (r1 * r2 * dt)
+                          + (rc_heat_J_ohm(v1[k], i, r1, k1_cross, k1_decay, dt) * r2
+                             + rc_heat_J_ohm(v2[k], i, r2, k2_cross, k2_decay, dt) * r1) / (r1 * r2 * dt)
                           - hv * i
                           - i * (T + KELVIN) * dudt
                           + v_g * v_g * g_short[k])
@@ -349,7 +358,14 @@ cdef class PlantKernel:
                     hsign[k] = -1.0
                 i_cell[k] = i
                 q_cell[k] = q_core
-                # thermal: backward Euler on (core, surface), neighbour surfaces from the previous step
+
+        # pass 3: thermal, backward Euler on (core, surface) with neighbour surfaces from the previous step
+        # (a loop of its own: short dependency chains let the CPU overlap several cells)
+        for g in range(ns):
+            v_g = v_group[g]
+            q_surf = (v_g * v_g * g_bal / n_par) if balance[g] else 0.0
+            for p in range(n_par):
+                k = g * n_par + p
                 rhs_s = as_ * ts_old[k] + g_sc * coolant_C + q_surf
                 n_nb = 0
                 if pos_in_module > 0:
@@ -361,11 +377,9 @@ cdef class PlantKernel:
                     pos_in_module = pos_in_module + 1
                 else:
                     pos_in_module = 0
-                rhs_c = ac * T + q_core
-                tc = (rhs_c * d_nb[n_nb] + g_cs * rhs_s) * inv_det_nb[n_nb]
-                ts = (g_cs * rhs_c + (ac + g_cs) * rhs_s) * inv_det_nb[n_nb]
-                t_core[k] = tc
-                t_surf[k] = ts
+                rhs_c = ac * t_core[k] + q_cell[k]
+                t_core[k] = (rhs_c * d_nb[n_nb] + g_cs * rhs_s) * inv_det_nb[n_nb]
+                t_surf[k] = (g_cs * rhs_c + (ac + g_cs) * rhs_s) * inv_det_nb[n_nb]
         self.scalars[I_PACK_V] = v_pack
 
     cdef double _link(self, double dt, double load_A, double e_pack, double z_pack) noexcept nogil:
