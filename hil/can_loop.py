@@ -39,8 +39,15 @@ class CanVcu:
         self.charge_limit_A = 0.0
         self._counters = {"VCU_Command": 0, "CHG_Status": 0}
         self._next_s = 0.0
-        self._status_id = codec["BMS_Status"].frame_id
-        self._limits_id = codec["BMS_Limits"].frame_id
+        # the VCU reads three signals of two BMS messages: single-signal readers, not whole-frame decodes
+        status, limits = codec["BMS_Status"], codec["BMS_Limits"]
+        self._status_id, self._limits_id = status.frame_id, limits.frame_id
+        self._read_state = status.signal_decoder("BmsState")
+        self._read_discharge = limits.signal_decoder("DischargeCurrentLimit")
+        self._read_charge = limits.signal_decoder("ChargeCurrentLimit")
+        self._states: dict = {}  # raw BmsState -> BmsState
+        self._tx = {name: (codec[name], codec[name].encoder(), codec[name].signal_names())
+                    for name in ("VCU_Command", "CHG_Status")}
 
     def _read(self) -> None:
         if self.observe is not None:
@@ -48,29 +55,41 @@ class CanVcu:
             self.discharge_limit_A = self.observe.limits.discharge_current_A
             self.charge_limit_A = self.observe.limits.charge_current_A
             return
-        while self.bus is not None:
-            msg = self.bus.recv(0)
+        if self.bus is None:
+            return
+        recv, status_id, limits_id = self.bus.recv, self._status_id, self._limits_id
+        status = limits = None
+        while True:  # every frame is taken off the bus; only the latest Status and Limits matter
+            msg = recv(0)
             if msg is None:
-                return
-            if msg.arbitration_id == self._status_id:
-                self.state = BmsState(int(self.codec["BMS_Status"].decode(msg.data)["BmsState"]))
-            elif msg.arbitration_id == self._limits_id:
-                values = self.codec["BMS_Limits"].decode(msg.data)
-                self.discharge_limit_A = values["DischargeCurrentLimit"]
-                self.charge_limit_A = values["ChargeCurrentLimit"]
+                break
+            frame_id = msg.arbitration_id
+            if frame_id == status_id:
+                status = msg
+            elif frame_id == limits_id:
+                limits = msg
+        if status is not None:
+            raw = int(self._read_state(status.data))
+            state = self._states.get(raw)
+            if state is None:
+                state = self._states[raw] = BmsState(raw)
+            self.state = state
+        if limits is not None:
+            data = limits.data
+            self.discharge_limit_A = self._read_discharge(data)
+            self.charge_limit_A = self._read_charge(data)
 
     def _send(self, name: str, values: dict, t_s: float) -> None:
-        message = self.codec[name]
+        message, encode, names = self._tx[name]
         counter = self._counters[name]
         self._counters[name] = (counter + 1) % 16
-        values[message.e2e.counter_signal] = counter
         if self.corrupt == "counter":
-            values[message.e2e.counter_signal] = (counter + 7) % 16  # jumps the BMS's allowed delta
-        data = bytearray(message.encode(values))
+            counter = (counter + 7) % 16  # jumps the BMS's allowed delta
+        data = encode(counter, *[values.get(n, 0) for n in names])
         if self.corrupt == "crc":
+            data = bytearray(data)
             data[0] ^= 0xA5
-        self.bus.send(Frame(arbitration_id=message.frame_id, data=bytes(data), is_extended_id=False,
-                                  timestamp=t_s))
+        self.bus.send(Frame(arbitration_id=message.frame_id, data=data, is_extended_id=False, timestamp=t_s))
 
     def tick(self, t_s: float, demand: Demand | None, link_voltage_V: float) -> float:
         self._read()
@@ -115,7 +134,7 @@ class CanLoop:
     def tick(self, load_current_A: float, coolant_C: float, cooling_factor: float) -> None:
         node = self.node
         node.load_current_A, node.coolant_C, node.cooling_factor = load_current_A, coolant_C, cooling_factor
-        node.run_for(self.emulator.dt_s, close_on_failure=False)
+        node.step()
 
     def fault(self, kind: str, options: dict, on: bool, t_s: float) -> None:
         if kind == "can_corrupt":

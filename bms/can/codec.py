@@ -365,6 +365,31 @@ class MessageCodec:
         except Exception as exc:
             raise CodecError(f"{self.name}: {exc}") from None
 
+    def signal_decoder(self, name: str):
+        """A reader of one signal: ``f(data)`` gives its physical value, the same number ``decode(data)[name]``
+        gives, without decoding the rest of the frame or checking the length (for a reader that knows the
+        frame is this message and wants one or two signals of it every tick)."""
+        spec = self.signals.get(name)
+        if spec is None:
+            raise CodecError(f"{self.name}: no signal {name!r}; signals are {sorted(self.signals)}")
+        if not self._fast or spec.page is not None:
+            return lambda data: self.decode(data)[name]
+        conv = next(s.conversion for s in self.dbc_message.signals if s.name == name)
+        start, mask, scale, offset = spec.start, (1 << spec.length) - 1, conv.scale, conv.offset
+        if spec.signed:
+            sign, span = 1 << (spec.length - 1), 1 << spec.length
+
+            def read_signed(data, _from=int.from_bytes):
+                r = (_from(data, "little") >> start) & mask
+                if r & sign:
+                    r -= span
+                return r * scale + offset
+            return read_signed
+
+        def read(data, _from=int.from_bytes):
+            return ((_from(data, "little") >> start) & mask) * scale + offset
+        return read
+
     def page_of(self, data: bytes | bytearray):
         if self.multiplexer is None:
             return None

@@ -406,6 +406,20 @@ class CanNode:
             raise
         return self._k - start_k
 
+    def step(self) -> None:
+        """Run one tick and stay open: what ``run_for(dt)`` does, for a harness that calls it every tick
+        (the first call is the power-on task). A bus failure raises ``BusFailure``; ``close()`` flushes."""
+        if not self._started:
+            self.start()
+            self.stop_reason = "duration reached"  # as after run_for(dt): each step runs its whole tick
+            return
+        try:
+            self._tick()
+        except BusFailure as exc:
+            self._failure = str(exc)
+            self.stop_reason = f"bus failure: {exc}"
+            raise
+
     def close(self) -> RunReport:
         """Flush and close the logs, shut the bus down if the node opened it, restore the clock. Idempotent."""
         if self._closed:
