@@ -23,6 +23,9 @@ FAULT_OFFSET = 4
 # Numerics: Arrhenius factors are refreshed when the core temperature has moved this far (K),
 # so the cost of exp() is paid only when temperature changes.
 ARRHENIUS_REFRESH_K = 0.01
+# ... and evaluated within this range of temperatures (degC), the model's validity.
+ARRHENIUS_MIN_C = -60.0
+ARRHENIUS_MAX_C = 300.0
 # Plett's instantaneous-hysteresis sign follows the string current only above this fraction of 1C.
 HYSTERESIS_SIGN_C_RATE = 0.01
 # A sensor sample is due when simulated time is within this of its deadline (float sums of ticks drift).

@@ -6,16 +6,17 @@
 # exactly for the step (current held constant over the step), with the balancing bleed as a load.
 # Pack: series string, contactors and a DC-link capacitor integrated exactly over the step.
 # Thermal: core and surface node per cell, backward Euler, neighbours along the stack explicit.
-from libc.math cimport exp, expm1, fabs, isfinite
+from libc.math cimport exp, expm1, fabs, fmax, fmin, isfinite
 
-from bms._layout import (ARRHENIUS_REFRESH_K, HYSTERESIS_SIGN_C_RATE, LINK_VOLTAGE, PACK_VOLTAGE,
+from bms._layout import (ARRHENIUS_MAX_C, ARRHENIUS_MIN_C, ARRHENIUS_REFRESH_K, HYSTERESIS_SIGN_C_RATE,
+                         LINK_VOLTAGE, PACK_VOLTAGE,
                          PACK_CURRENT, PACK_CURRENT_PEAK, N_SCALARS, MAIN_POSITIVE, MAIN_NEGATIVE, PRECHARGE)
 from bms.errors import InputError
 
 cdef double KELVIN = 273.15
 cdef double T_REF_K = 298.15
 cdef double R_GAS = 8.314462618
-cdef double REFRESH_K = ARRHENIUS_REFRESH_K
+cdef double REFRESH_K = ARRHENIUS_REFRESH_K, T_MIN_C = ARRHENIUS_MIN_C, T_MAX_C = ARRHENIUS_MAX_C
 cdef double SIGN_C_RATE = HYSTERESIS_SIGN_C_RATE
 cdef int I_LINK = LINK_VOLTAGE, I_PACK_V = PACK_VOLTAGE, I_CURRENT = PACK_CURRENT
 cdef int I_PEAK = PACK_CURRENT_PEAK, C_POS = MAIN_POSITIVE, C_NEG = MAIN_NEGATIVE, C_PRE = PRECHARGE
@@ -264,7 +265,8 @@ cdef class PlantKernel:
                 k = g * n_par + p
                 T = t_core[k]
                 if not (fabs(T - t_arr[k]) <= REFRESH_K):
-                    x = 1.0 / (T + KELVIN) - 1.0 / T_REF_K
+                    # the resistance law is evaluated within the model's range, so a runaway cell stays finite
+                    x = 1.0 / (fmin(fmax(T, T_MIN_C), T_MAX_C) + KELVIN) - 1.0 / T_REF_K
                     f0[k] = exp(ea0 * x)
                     f1[k] = exp(ea1 * x)
                     f2[k] = exp(ea2 * x)

@@ -55,8 +55,10 @@ def pack_setups(draw):
     balancing = np.array(draw(st.lists(st.booleans(), min_size=n_series, max_size=n_series)), dtype=np.uint8)
     contactors = np.array(draw(st.lists(st.booleans(), min_size=3, max_size=3)), dtype=np.uint8)
     link_V = draw(st.floats(0.0, 5.0 * n_series))
-    steps = draw(st.lists(st.tuples(st.floats(1e-3, 10.0), st.floats(-600.0, 600.0), st.floats(-40.0, 80.0),
-                                    st.floats(0.0, 1.0)), min_size=1, max_size=4))
+    # currents up to 10C of the pack: beyond that the drawn cells run away thermally within a step
+    c_rate_10 = 10.0 * params.cell.capacity_Ah * n_parallel
+    steps = draw(st.lists(st.tuples(st.floats(1e-3, 10.0), st.floats(-c_rate_10, c_rate_10),
+                                    st.floats(-40.0, 80.0), st.floats(0.0, 1.0)), min_size=1, max_size=4))
     return params, state, balancing, contactors, link_V, steps
 
 
@@ -79,7 +81,10 @@ def test_plant_kernels_agree(compiled, twin, setup):
         a.step(dt, current, coolant, cooling)
         b.step(dt, current, coolant, cooling)
         for name, scale in SCALE.items():
-            assert rel_close(getattr(a.state, name), getattr(b.state, name), atol=1e-9 * scale), name
+            # 1e-9 relative to the array's magnitude: parallel cells at very different SOC carry large
+            # opposite currents, and the small net current of a group is the difference of large ones
+            mine, theirs = getattr(a.state, name), getattr(b.state, name)
+            assert rel_close(mine, theirs, atol=1e-9 * max(scale, float(np.max(np.abs(theirs))))), name
         assert np.array_equal(a.state.contactor_closed, b.state.contactor_closed)
 
 

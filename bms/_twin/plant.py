@@ -13,7 +13,8 @@ import math
 
 import numpy as np
 
-from .._layout import (ARRHENIUS_REFRESH_K, HYSTERESIS_SIGN_C_RATE, LINK_VOLTAGE, MAIN_NEGATIVE,
+from .._layout import (ARRHENIUS_MAX_C, ARRHENIUS_MIN_C, ARRHENIUS_REFRESH_K, HYSTERESIS_SIGN_C_RATE,
+                       LINK_VOLTAGE, MAIN_NEGATIVE,
                        MAIN_POSITIVE, PACK_CURRENT, PACK_CURRENT_PEAK, PACK_VOLTAGE, PRECHARGE)
 from ..errors import InputError
 
@@ -88,7 +89,8 @@ class PlantKernel:
         T = s.temp_core_C.copy()
         stale = ~(np.abs(T - s.arrhenius_temp_C) <= ARRHENIUS_REFRESH_K)
         if stale.any():
-            x = 1.0 / (T[stale] + KELVIN) - 1.0 / T_REF_K
+            # the resistance law is evaluated within the model's range, so a runaway cell stays finite
+            x = 1.0 / (np.clip(T[stale], ARRHENIUS_MIN_C, ARRHENIUS_MAX_C) + KELVIN) - 1.0 / T_REF_K
             s.arrhenius_r0[stale] = np.exp(self.ea[0] * x)
             s.arrhenius_r1[stale] = np.exp(self.ea[1] * x)
             s.arrhenius_r2[stale] = np.exp(self.ea[2] * x)
