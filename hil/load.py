@@ -16,7 +16,7 @@ DEFAULT_CHARGE_CURRENT_A = {"cccv": 60.0, "dcfc": 240.0}   # 0.5C and 2C of the 
 DEFAULT_CHARGE_DURATION_S = 4 * 3600.0
 
 
-@dataclass
+@dataclass(slots=True)
 class Demand:
     """One tick's demand: a current or a power (> 0 discharging), or a charge session."""
     mode: str                  # "current", "power", "rest", "charge"
@@ -35,6 +35,8 @@ class LoadProgram:
         self._index = -1
         self._tick_in_step = 0
         self._profile: tuple[np.ndarray, np.ndarray] | None = None
+        self._power: list[float] | None = None
+        self._speed: list[float] | None = None
         self._next_step()
 
     @property
@@ -72,6 +74,7 @@ class LoadProgram:
         self._index += 1
         self._tick_in_step = 0
         self._profile = None
+        self._power = self._speed = None  # power and speed per tick as lists of floats (drive, power profiles)
         if self.finished:
             return
         step = self.scenario.steps[self._index]
@@ -94,13 +97,23 @@ class LoadProgram:
             self._ticks = int(round(o.get("max_duration_s", DEFAULT_CHARGE_DURATION_S) / self.dt_s))
         else:
             self._ticks = int(round(o["duration_s"] / self.dt_s))
+        if step.kind == "drive" or (step.kind == "profile" and o["quantity"] != "current_A"):
+            self._power, self._speed = (np.asarray(a, dtype=float).tolist() for a in self._profile)
 
     def next(self, reported_soc: float) -> Demand | None:
         """The demand for the coming tick, or None when every step is done."""
+        return self.next_for(lambda: reported_soc)
+
+    def next_for(self, soc) -> Demand | None:
+        """``next`` with the reported SOC as a callable, asked only where a step ends on it (charge steps)."""
+        if self._power is not None and self._tick_in_step < self._ticks:  # the common case: a drive tick
+            k = self._tick_in_step
+            self._tick_in_step = k + 1
+            return Demand("power", self._power[k], self._speed[k], self._index)
         while not self.finished:
             step = self.scenario.steps[self._index]
             done = self._tick_in_step >= self._ticks
-            if step.kind == "charge" and reported_soc >= step.options["target_soc"]:
+            if step.kind == "charge" and soc() >= step.options["target_soc"]:
                 done = True
             if not done:
                 break
@@ -110,9 +123,8 @@ class LoadProgram:
         k = self._tick_in_step
         self._tick_in_step += 1
         o = step.options
-        if step.kind == "drive" or (step.kind == "profile" and o["quantity"] != "current_A"):
-            power, speed = self._profile
-            return Demand("power", float(power[k]), float(speed[k]), self._index)
+        if self._power is not None:
+            return Demand("power", self._power[k], self._speed[k], self._index)
         if step.kind == "profile":
             return Demand("current", float(self._profile[0][k]), 0.0, self._index)
         if step.kind == "current":

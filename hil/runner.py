@@ -47,6 +47,16 @@ def _temperature_at(spec, t_s: float) -> float:
     return float(spec)
 
 
+def _temperature_source(spec):
+    """``(constant, None)`` for a constant temperature, ``(None, f(t_s))`` for a profile (what
+    ``_temperature_at`` gives, with the profile's arrays built once)."""
+    if not isinstance(spec, list):
+        return float(spec), None
+    times, temps = (np.asarray(a, dtype=float) for a in zip(*spec))
+    interp = np.interp
+    return None, lambda t_s: float(interp(t_s, times, temps))
+
+
 class _FaultTimeline:
     """Applies each fault at its time or when its condition first holds, and clears it when told to."""
 
@@ -187,26 +197,43 @@ def run_scenario(scenario: Scenario, *, out_dir: str | Path | None = None, mode:
     bar = _progress_bar(planned) if progress else None
     start = time.perf_counter()
     tick = 0
+    # the per-tick path, kept lean: everything looked up once, the recording every record_every ticks
+    pack, estimator = emulator.pack, emulator.estimator
+    soc_source = (lambda: estimator.pack_soc) if estimator is not None else (lambda: pack.soc)
+    next_demand = program.next_for
+    coolant_C, coolant_at = _temperature_source(scenario.coolant_C if scenario.coolant_C is not None
+                                                else scenario.ambient_C)
+    vcu_tick = vcu.tick
+    step = can.tick if can is not None else None
+    emulator_tick = emulator.tick
+    end_tick = None
+    if max_sim_s is not None:  # the first tick with tick * dt >= max_sim_s - 1e-9, as a float comparison
+        end_tick = max(0, int(math.ceil((max_sim_s - 1e-9) / dt)) - 2)
+        while end_tick * dt < max_sim_s - 1e-9:
+            end_tick += 1
+    until_record = record_every  # ticks until the next recording
     try:
         while True:
-            t = tick * dt
-            if max_sim_s is not None and t >= max_sim_s - 1e-9:
+            if tick == end_tick:
                 break
-            demand = program.next(emulator.estimator.pack_soc if emulator.estimator is not None else emulator.pack.soc)
+            t = tick * dt
+            demand = next_demand(soc_source)
             if demand is None:
                 break
-            if tick % record_every == 0:
+            if until_record == record_every and (faults.pending or faults.active):
                 faults.due(t, latest)
-            requested = requested_current_A(demand, emulator.pack.link_voltage_V)
-            current = vcu.tick(t, demand, emulator.pack.link_voltage_V)
-            coolant = _temperature_at(scenario.coolant_C if scenario.coolant_C is not None else scenario.ambient_C, t)
-            if can is None:
-                emulator.tick(current, coolant_C=coolant, cooling_factor=faults.cooling_factor)
+            link_V = pack.link_voltage_V
+            current = vcu_tick(t, demand, link_V)
+            coolant = coolant_C if coolant_at is None else coolant_at(t)
+            if step is None:
+                emulator_tick(current, coolant_C=coolant, cooling_factor=faults.cooling_factor)
             else:
-                can.tick(current, coolant, faults.cooling_factor)
+                step(current, coolant, faults.cooling_factor)
             tick += 1
-            if tick % record_every == 0:
-                latest = _snapshot(emulator, requested, demand.speed_mps)
+            until_record -= 1
+            if until_record == 0:
+                until_record = record_every
+                latest = _snapshot(emulator, requested_current_A(demand, link_V), demand.speed_mps)
                 recorder.add(emulator.t_s, latest)
                 seen_events = _collect_events(emulator, events, seen_events)
                 if bar is not None and tick % (record_every * 50) == 0:
