@@ -81,7 +81,8 @@ S_TICKS = 11            # ticks run
 S_THERMAL_DT = 12       # dt for which the thermal gains were computed
 S_SLOW_PREV_I = 13      # A per cell at the previous slow update
 S_SLOW_PREV_SET = 14    # 1 once a previous slow sample exists
-N_SCALARS = 15
+S_SOP_NEXT = 15         # horizon the next slow update solves (they take turns); < 0: every horizon
+N_SCALARS = 16
 
 # --- thermal observer constants (EstimatorState.thermal): steady-state gains per temperature sample
 TH_K_CORE = 0
@@ -107,5 +108,9 @@ N_HORIZONS = 3
 EST_ARRHENIUS_REFRESH_K = 0.05
 # self-heating over an SOP horizon is counted up to this rise (K): beyond, the solve would run away
 SOP_MAX_RISE_K = 5.0
-# Newton iterations of the SOP solve
+# resistance tracking waits until the group's SOC filter is this sure (1 sigma): while it converges, its
+# corrections to SOC, RC and hysteresis states would read as resistance
+EST_R_SOC_SIGMA_MAX = 0.01
+# Newton iterations of the SOP solve from zero current, and from the previous solution (warm start)
 SOP_NEWTON_ITERATIONS = 4
+SOP_WARM_ITERATIONS = 2

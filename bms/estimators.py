@@ -18,7 +18,8 @@ Every tick, for every series group (compiled kernel ``TickKernel``):
 At ``slow_period_s`` (default 100 ms; kernel ``SlowKernel``): resistance tracking (scale on the nominal
 resistances from voltage steps against current steps), capacity tracking (charge throughput over the
 SOC change between rested anchors, inverse-variance weighted with a prior on the nominal capacity), state
-of power for 2, 10 and 30 s and state of energy.
+of power for 2, 10 and 30 s (one horizon per slow update in turn, every horizon on ``update_slow()``;
+each group's Newton solve starts from its previous solution) and state of energy.
 """
 from __future__ import annotations
 
@@ -81,7 +82,7 @@ class EstimatorTuning:
                                                   # information, only current noise: a regression on them
                                                   # drifts toward zero (errors in variables)
     energy_reference_c_rate: float = 1.0 / 3.0
-    sop_refine_groups: int = 192                  # at most this many groups solved with self-heating
+    sop_refine_groups: int = 1                    # > 0: the SOP solve counts the horizon's self-heating
     sop_heat_capacity_J_per_K: float | None = None  # None: core heat capacity of the cell
     sop_rc_temperature_fraction: float = 0.5
     sop_resistance_spread_rel: float | None = None  # None: the cell spread over n_parallel cells
@@ -147,7 +148,7 @@ class EstimatorTuning:
         t[L.TU_GATE] = self.gate_sigma
         t[L.TU_GATE_ABS] = self.gate_floor_V
         t[L.TU_REOPEN] = max(self.gate_reopen_samples, 1)
-        t[L.TU_BIAS_MAX] = max(1.5 * sp.cell_voltage_accuracy_V, 1e-3)
+        t[L.TU_BIAS_MAX] = max(sp.cell_voltage_accuracy_V, 1e-3)  # offsets lie within +-accuracy
         t[L.TU_V_LO], t[L.TU_V_HI] = self.voltage_plausible_V
         if self.stuck_samples is not None:
             t[L.TU_STUCK_SAMPLES] = self.stuck_samples
@@ -254,6 +255,9 @@ class EstimatorState:
         self.scalars = np.zeros(N_SCALARS)
         self.thermal = np.zeros(N_THERMAL)
         self.sop = np.zeros(N_SOP * N_HORIZONS)
+        # each group's last SOP solution per (direction, horizon): the next solve starts there
+        self.sop_solution = np.zeros(2 * N_HORIZONS * n)
+        self.scalars[L.S_SOP_NEXT] = -1.0
         self.arrhenius_temp_C[:] = np.nan
         self.valid[:] = 1
         self.resistance_scale[:] = 1.0
@@ -510,6 +514,7 @@ class PackEstimator:
     def update_slow(self) -> None:
         """Run the slow estimators (SOP, SOE, SOH) now, whatever the schedule."""
         if self._initialised:
+            self.state.scalars[L.S_SOP_NEXT] = -1.0  # every horizon now
             self._slow.update()
             self._since_slow = 0.0
 

@@ -14,7 +14,7 @@ cdef int S_ACC_IMAX = L.S_ACC_IMAX, S_ACC_Q = L.S_ACC_Q, S_ACC_T = L.S_ACC_T, S_
 cdef int S_CURRENT = L.S_CURRENT, S_CURRENT_VALID = L.S_CURRENT_VALID
 cdef int S_ENERGY_KWH = L.S_ENERGY_KWH, S_ENERGY_USABLE_KWH = L.S_ENERGY_USABLE_KWH
 cdef int S_GATED = L.S_GATED, S_REST_S = L.S_REST_S
-cdef int S_SLOW_PREV_I = L.S_SLOW_PREV_I, S_SLOW_PREV_SET = L.S_SLOW_PREV_SET
+cdef int S_SLOW_PREV_I = L.S_SLOW_PREV_I, S_SLOW_PREV_SET = L.S_SLOW_PREV_SET, S_SOP_NEXT = L.S_SOP_NEXT
 cdef int S_TICKS = L.S_TICKS, SOP_CHARGE_A = L.SOP_CHARGE_A
 cdef int SOP_CHARGE_GROUP = L.SOP_CHARGE_GROUP, SOP_CHARGE_MODEL_A = L.SOP_CHARGE_MODEL_A
 cdef int SOP_CHARGE_W = L.SOP_CHARGE_W, SOP_DISCHARGE_A = L.SOP_DISCHARGE_A
@@ -47,8 +47,10 @@ cdef double MAX_RISE_K = L.SOP_MAX_RISE_K
 cdef double T_REF_K = 298.15
 cdef double R_GAS = 8.314462618
 cdef double REFRESH_K = EST_ARRHENIUS_REFRESH_K
+cdef double R_P00_MAX = L.EST_R_SOC_SIGMA_MAX * L.EST_R_SOC_SIGMA_MAX
 cdef double SIGN_C_RATE = HYSTERESIS_SIGN_C_RATE
 cdef int NX = N_X, NCOV = N_COV, NH = N_HORIZONS, NEWTON = SOP_NEWTON_ITERATIONS
+cdef int WARM = L.SOP_WARM_ITERATIONS
 # packed covariance indices (row-major upper triangle, see bms._est_layout.COV_INDEX)
 cdef int C00 = COV_INDEX[0][0], C01 = COV_INDEX[0][1], C02 = COV_INDEX[0][2], C03 = COV_INDEX[0][3]
 cdef int C04 = COV_INDEX[0][4], C11 = COV_INDEX[1][1], C12 = COV_INDEX[1][2], C13 = COV_INDEX[1][3]
@@ -114,6 +116,16 @@ cdef inline double one_minus_exp_neg(double x) noexcept nogil:
     if x < 1e-3:
         return x * (1.0 - x * (0.5 - x * (1.0 / 6.0 - x * (1.0 / 24.0 - x * (1.0 / 120.0)))))
     return -expm1(-x)
+
+
+cdef inline double exp_rise(double y) noexcept nogil:
+    """exp(y) for the modest |y| of an SOP horizon's temperature rise (|y| < 2: relative error < 1e-4):
+    Taylor series of exp(y / 8), squared three times."""
+    cdef double u = 0.125 * y
+    cdef double p = 1.0 + u * (1.0 + u * (0.5 + u * (1.0 / 6.0 + u * (1.0 / 24.0))))
+    p = p * p
+    p = p * p
+    return p * p
 
 
 cdef inline double dmin(double a, double b) noexcept nogil:
@@ -609,7 +621,9 @@ cdef class SlowKernel:
     cdef double* m_sol
     cdef double* rate_dis
     cdef double* rate_chg
-    cdef unsigned char* refined
+    cdef double* v0s
+    cdef double* dv0s
+    cdef double* warm
     cdef double e1h, e2h, g1h, g2h
 
     def __init__(self, state, cell, pack, cell_voltage_V):
@@ -657,7 +671,9 @@ cdef class SlowKernel:
         self.m_sol = dptr(np.zeros(n), n, "scratch", owners)
         self.rate_dis = dptr(np.zeros(n), n, "scratch", owners)
         self.rate_chg = dptr(np.zeros(n), n, "scratch", owners)
-        self.refined = uptr(np.zeros(n, dtype=np.uint8), n, "scratch", owners)
+        self.v0s = dptr(np.zeros(n), n, "scratch", owners)
+        self.dv0s = dptr(np.zeros(n), n, "scratch", owners)
+        self.warm = dptr(s.sop_solution, 2 * NH * n, "sop_solution", owners)
         self._owners = owners
 
     def update(self):
@@ -720,7 +736,7 @@ cdef class SlowKernel:
             Sr = phi * phi * Pr + r_sig2 + (rs * r0n) * (rs * r0n) * sig_i2
             Kr = Pr * phi / Sr
             e = y - phi * rs
-            use = use and (e * e <= 16.0 * Sr)
+            use = use and (e * e <= 16.0 * Sr) and self.cov[C00 * n + g] <= R_P00_MAX
             if use:
                 self.rscale[g] = dmin(dmax(rs + Kr * e, r_min), r_max)
                 self.rvar[g] = (1.0 - Kr * phi) * Pr
@@ -797,9 +813,9 @@ cdef class SlowKernel:
             t_rc = T + self.tu[TU_SOP_TEMP_FRACTION] * rise
             x_end = 1.0 / (t_end + KELVIN) - 1.0 / (T + KELVIN)
             x_rc = 1.0 / (t_rc + KELVIN) - 1.0 / (T + KELVIN)
-            f0 = f0 * exp(c.ea0 * x_end)
-            f1 = f1 * exp(c.ea1 * x_rc)
-            f2 = f2 * exp(c.ea2 * x_rc)
+            f0 = f0 * exp_rise(c.ea0 * x_end)
+            f1 = f1 * exp_rise(c.ea1 * x_rc)
+            f2 = f2 * exp_rise(c.ea2 * x_rc)
         cdef double r0 = c.r0_25 * f0 * sf, r1 = c.r1_25 * f1 * sf, r2 = c.r2_25 * f2 * sf
         cdef double e1 = self.e1h, e2 = self.e2h  # exp(-horizon / tau), set by _power per horizon
         cdef double kq = (c.ce if i < 0 else 1.0) * horizon / 3600.0 / self.cap[g]
@@ -813,21 +829,28 @@ cdef class SlowKernel:
         return (ocv + (T - 25.0) * interp_uniform(c.dudt, c.n_dudt, z) + c.m_dyn * h_end - c.m0 * sgn
                 - (e1 * v1 + (1.0 - e1) * r1 * i) - (e2 * v2 + (1.0 - e2) * r2 * i) - r0 * i)
 
-    cdef double _solve(self, int g, double direction, double horizon, bint heated) noexcept nogil:
-        """Magnitude of the constant cell current that brings group g to its voltage limit at the horizon."""
+    cdef double _solve(self, int g, double direction, double horizon, bint heated, double v0, double dv0,
+                       double* warm) noexcept nogil:
+        """Magnitude of the constant cell current that brings group g to its voltage limit at the horizon.
+        ``v0``, ``dv0``: the end voltage at zero current and its slope; ``warm``: the previous solution
+        (0: none), updated."""
         cdef CellC* c = &self.c
         cdef double target = c.v_min if direction > 0 else c.v_max
-        cdef double cap = 20.0 * c.cap_rated, m = 0.0, dv, v, f, f0
-        cdef int k
-        v = self._v_end(g, 0.0, horizon, heated, &dv)
-        f0 = direction * (v - target)
-        f = f0
-        for k in range(NEWTON):
-            if k > 0:
-                v = self._v_end(g, m * direction, horizon, heated, &dv)
-                f = direction * (v - target)
+        cdef double cap = 20.0 * c.cap_rated, m = warm[0], dv, v, f
+        cdef double f0 = direction * (v0 - target)
+        cdef int k, iters = WARM
+        if not f0 > 0:
+            warm[0] = 0.0
+            return 0.0
+        if not m > 0:
+            m = dmin(dmax(-f0 / dmin(dv0, -1e-9), 0.0), cap)
+            iters = NEWTON - 1
+        for k in range(iters):
+            v = self._v_end(g, m * direction, horizon, heated, &dv)
+            f = direction * (v - target)
             m = dmin(dmax(m - f / dmin(dv, -1e-9), 0.0), cap)
-        return m if f0 > 0 else 0.0
+        warm[0] = m
+        return m
 
     cdef void _power(self) noexcept nogil:
         cdef CellC* c = &self.c
@@ -835,15 +858,19 @@ cdef class SlowKernel:
         cdef double* sop = self.sop
         cdef double* m = self.m_sol
         cdef double t_lo, t_hi, hot, taper, chg, ccd, z, horizon, dis_c, direction, limit, model, rmin
-        cdef double v_sum, dv, heated
+        cdef double v_sum, dv
         cdef int refine = <int>self.tu[TU_SOP_REFINE]
-        cdef unsigned char* done = self.refined
-        cdef double best
-        cdef int i_tot, i_mod, i_grp, i_pow, d
-        if refine > n:
-            refine = n
+        cdef bint heated = refine > 0
+        cdef int i_tot, i_mod, i_grp, i_pow, d, h_first = 0, h_last = NH
+        cdef int nxt = <int>self.sc[S_SOP_NEXT]
+        # the horizons take turns, one per update; all of them when asked (S_SOP_NEXT < 0)
+        if self.sc[S_SOP_NEXT] >= 0 and nxt < NH:
+            h_first, h_last = nxt, nxt + 1
+            self.sc[S_SOP_NEXT] = (nxt + 1) % NH
+        else:
+            self.sc[S_SOP_NEXT] = 0.0
         cdef double span = dmax(c.t_opmax - c.t_derate, 1e-9), tspan = dmax(1.0 - c.taper_soc, 1e-9)
-        for hz in range(NH):
+        for hz in range(h_first, h_last):
             horizon = HORIZON[hz]
             self.e1h = exp(-horizon / c.tau1)
             self.e2h = exp(-horizon / c.tau2)
@@ -872,6 +899,8 @@ cdef class SlowKernel:
                     chg = dmin(chg, ccd)
                 self.rate_chg[g] = chg
                 self.rate_dis[g] = 0.0 if t_lo < c.t_dis_min else dis_c * c.cap_rated * hot
+                # end voltage at zero current, and its slope: where both directions' solves begin
+                self.v0s[g] = self._v_end(g, 0.0, horizon, False, &self.dv0s[g])
             for d in range(2):
                 if d == 0:
                     direction, i_tot, i_mod, i_grp, i_pow = 1.0, SOP_DISCHARGE_A, SOP_DISCHARGE_MODEL_A, \
@@ -879,22 +908,9 @@ cdef class SlowKernel:
                 else:
                     direction, i_tot, i_mod, i_grp, i_pow = -1.0, SOP_CHARGE_A, SOP_CHARGE_MODEL_A, \
                         SOP_CHARGE_GROUP, SOP_CHARGE_W
-                # without self-heating every group (a lower bound: heat lowers the resistance), then with it
-                # the lowest group, again while an unrefined bound lies below the best refined limit
                 for g in range(n):
-                    m[g] = self._solve(g, direction, horizon, False)
-                    done[g] = 0
-                best = INFINITY
-                for r in range(refine):
-                    k = -1
-                    for g in range(n):
-                        if done[g] == 0 and (k < 0 or m[g] < m[k]):
-                            k = g
-                    if k < 0 or not m[k] < best:
-                        break
-                    m[k] = self._solve(k, direction, horizon, True)
-                    done[k] = 1
-                    best = dmin(best, m[k])
+                    m[g] = self._solve(g, direction, horizon, heated, self.v0s[g], self.dv0s[g],
+                                       &self.warm[(d * NH + hz) * n + g])
                 group = 0
                 rmin = self.rate_dis[0] if d == 0 else self.rate_chg[0]
                 for g in range(n):

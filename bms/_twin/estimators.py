@@ -36,7 +36,7 @@ from .._est_layout import (COV_INDEX, EST_ARRHENIUS_REFRESH_K, N_COV, N_HORIZONS
                            TU_SOP_HEAT_J_PER_K, TU_SOP_REFINE, TU_SOP_TEMP_FRACTION, TU_STUCK_SAMPLES,
                            TU_STUCK_V, TU_T_GATE_K, TU_T_HI, TU_T_LO, TU_V_HI, TU_V_LO, X_BIAS, X_HYST,
                            X_SOC, X_V1, X_V2)
-from .._est_layout import SOP_MAX_RISE_K, TU_BIAS_MAX, TU_R_MIN_DI, TU_REOPEN, TU_SOP_R_K, TU_SOP_R_SIGMA
+from .._est_layout import EST_R_SOC_SIGMA_MAX, S_SOP_NEXT, SOP_MAX_RISE_K, SOP_WARM_ITERATIONS, TU_BIAS_MAX, TU_R_MIN_DI, TU_REOPEN, TU_SOP_R_K, TU_SOP_R_SIGMA
 from .._layout import HYSTERESIS_SIGN_C_RATE
 from ..errors import InputError
 
@@ -85,6 +85,16 @@ def ocv_energy(ocv, cum, x):
     i = np.clip(np.floor(pos), 0, n - 2).astype(np.intp)
     f = pos - i
     return cum[i] + (ocv[i] + 0.5 * f * (ocv[i + 1] - ocv[i])) * f / (n - 1)
+
+
+def exp_rise(y):
+    """exp(y) for the modest |y| of an SOP horizon's temperature rise (|y| < 2: relative error < 1e-4):
+    Taylor series of exp(y / 8), squared three times (no exp in the Newton iterations)."""
+    u = 0.125 * y
+    p = 1.0 + u * (1.0 + u * (0.5 + u * (1.0 / 6.0 + u * (1.0 / 24.0))))
+    p = p * p
+    p = p * p
+    return p * p
 
 
 def one_minus_exp_neg(x):
@@ -376,7 +386,7 @@ class SlowKernel:
         Sr = phi * phi * Pr + tu[TU_R_SIG] * tu[TU_R_SIG] + 2.0 * (rs * r0n * tu[TU_SIG_I]) ** 2
         Kr = Pr * phi / Sr
         e = y - phi * rs
-        use = use & (e * e <= 16.0 * Sr)
+        use = use & (e * e <= 16.0 * Sr) & (P[C[0][0]] <= EST_R_SOC_SIGMA_MAX * EST_R_SOC_SIGMA_MAX)
         s.resistance_scale[:] = np.where(use, np.minimum(np.maximum(rs + Kr * e, tu[TU_R_MIN]), tu[TU_R_MAX]), rs)
         s.resistance_var[:] = np.where(use, (1.0 - Kr * phi) * Pr, Pr)
         s.slow_voltage_V[:] = np.where(valid, v, s.slow_voltage_V)
@@ -457,9 +467,9 @@ class SlowKernel:
             t_rc = T + frac * rise
             x_end = 1.0 / (t_end + KELVIN) - 1.0 / (T + KELVIN)
             x_rc = 1.0 / (t_rc + KELVIN) - 1.0 / (T + KELVIN)
-            f0 = f0 * np.exp(c.ea0 * x_end)
-            f1 = f1 * np.exp(c.ea1 * x_rc)
-            f2 = f2 * np.exp(c.ea2 * x_rc)
+            f0 = f0 * exp_rise(c.ea0 * x_end)
+            f1 = f1 * exp_rise(c.ea1 * x_rc)
+            f2 = f2 * exp_rise(c.ea2 * x_rc)
         r0, r1, r2 = c.r0_25 * f0 * sf, c.r1_25 * f1 * sf, c.r2_25 * f2 * sf
         kq = np.where(i < 0, c.ce, 1.0) * horizon / 3600.0 / s.capacity_cell_Ah
         ocv, slope = interp_slope(c.ocv, z - i * kq)
@@ -472,19 +482,26 @@ class SlowKernel:
         dv = -slope * kq + c.m_dyn * dh - (1.0 - e1) * r1 - (1.0 - e2) * r2 - r0
         return v, dv
 
-    def _solve(self, direction, horizon, heated):
-        """Magnitude of the constant cell current that brings each cell to its voltage limit at the horizon."""
+    def _solve(self, direction, horizon, heated, v0, dv0, warm):
+        """Magnitude of the constant cell current that brings each cell to its voltage limit at the horizon.
+        ``v0``, ``dv0``: end voltages at zero current and their slopes; ``warm``: the previous solutions
+        (0: none), updated in place. From zero: a step from (v0, dv0) and NEWTON - 1 iterations; from the
+        previous solution: SOP_WARM_ITERATIONS."""
         c = self.c
         target = c.v_min if direction > 0 else c.v_max
         cap = 20.0 * c.cap_rated
-        m = np.zeros(self.n)
-        v, dv = self._v_end(m * direction, horizon, heated)
-        f0 = direction * (v - target)
-        for _ in range(SOP_NEWTON_ITERATIONS):
+        f0 = direction * (v0 - target)
+        m = warm.copy()
+        cold = ~(m > 0)
+        m = np.where(cold, np.minimum(np.maximum(-f0 / np.minimum(dv0, -1e-9), 0.0), cap), m)
+        iters = np.where(cold, SOP_NEWTON_ITERATIONS - 1, SOP_WARM_ITERATIONS)
+        for k in range(max(SOP_NEWTON_ITERATIONS - 1, SOP_WARM_ITERATIONS)):
             v, dv = self._v_end(m * direction, horizon, heated)
             f = direction * (v - target)
-            m = np.minimum(np.maximum(m - f / np.minimum(dv, -1e-9), 0.0), cap)
-        return np.where(f0 > 0, m, 0.0)
+            m = np.where(k < iters, np.minimum(np.maximum(m - f / np.minimum(dv, -1e-9), 0.0), cap), m)
+        m = np.where(f0 > 0, m, 0.0)
+        warm[:] = m
+        return m
 
     def _power(self):
         s, c, n = self.s, self.c, self.n
@@ -503,31 +520,29 @@ class SlowKernel:
         if c.li_metal:
             ccd = c.ccd_A * np.exp(-c.ea_ccd * (1.0 / (t_lo + KELVIN) - 1.0 / T_REF_K))
             chg_rate = np.minimum(chg_rate, ccd)
-        k_refine = int(tu[TU_SOP_REFINE])
-        for hz in range(N_HORIZONS):
+        heated = True if tu[TU_SOP_REFINE] >= 1 else None
+        warm = s.sop_solution.reshape(2, N_HORIZONS, n)
+        # the horizons take turns, one per update; all of them when asked (S_SOP_NEXT < 0)
+        nxt = s.scalars[S_SOP_NEXT]
+        if nxt >= 0 and int(nxt) < N_HORIZONS:
+            horizons = [int(nxt)]
+            s.scalars[S_SOP_NEXT] = (int(nxt) + 1) % N_HORIZONS
+        else:
+            horizons = range(N_HORIZONS)
+            s.scalars[S_SOP_NEXT] = 0.0
+        for hz in horizons:
             horizon = SOP_HORIZONS_S[hz]
+            # end voltage at zero current, and its slope: where both directions' solves begin
+            v0, dv0 = self._v_end(np.zeros(n), horizon, None)
             if horizon <= c.peak_s:
                 dis_c = c.dis_peak
             else:
                 dis_c = max(c.dis_cont, c.dis_peak * math.sqrt(c.peak_s / horizon))
             dis_rate = np.where(t_lo < c.t_dis_min, 0.0, dis_c * c.cap_rated * hot)
-            for direction, rate, i_tot, i_mod, i_grp, i_pow in (
+            for d, (direction, rate, i_tot, i_mod, i_grp, i_pow) in enumerate((
                     (1, dis_rate, SOP_DISCHARGE_A, SOP_DISCHARGE_MODEL_A, SOP_DISCHARGE_GROUP, SOP_DISCHARGE_W),
-                    (-1, chg_rate, SOP_CHARGE_A, SOP_CHARGE_MODEL_A, SOP_CHARGE_GROUP, SOP_CHARGE_W)):
-                # without self-heating every group (a lower bound: heat lowers the resistance), then with it
-                # the lowest group, again while an unrefined bound lies below the best refined limit
-                m = self._solve(direction, horizon, None)
-                if k_refine > 0:
-                    heated = self._solve(direction, horizon, True)
-                    refined = np.zeros(n, dtype=bool)
-                    best = math.inf
-                    for _ in range(min(k_refine, n)):
-                        g = int(np.argmin(np.where(refined, math.inf, m)))
-                        if not m[g] < best:
-                            break
-                        m[g] = heated[g]
-                        refined[g] = True
-                        best = min(best, float(m[g]))
+                    (-1, chg_rate, SOP_CHARGE_A, SOP_CHARGE_MODEL_A, SOP_CHARGE_GROUP, SOP_CHARGE_W))):
+                m = self._solve(direction, horizon, heated, v0, dv0, warm[d, hz])
                 group = int(np.argmin(m))
                 model = float(m[group])
                 limit = min(model, float(rate.min()))
