@@ -38,6 +38,8 @@ def _run(args) -> int:
     result = run_scenario(scenario, out_dir=Path(args.out), mode="headless", plots=not args.no_plots)
     comparison = compare(recorded, result.recording)
     (Path(args.out) / "replay.json").write_text(json.dumps(comparison, indent=2) + "\n", encoding="utf-8")
+    if not args.no_plots:
+        _plot_comparison(Path(args.out) / "replay_compare.png", result.recording, comparison)
     s = result.summary
     print(f"{scenario.name}: {s['simulated_s']:.0f} s; SOC {s['soc_start']:.3f} -> {s['soc_end']:.3f}; demand "
           f"limited by the BMS for {comparison['time_limited_s']:.1f} s; faults: {len(s['faults'])}")
@@ -46,3 +48,31 @@ def _run(args) -> int:
             print(f"  {key}: emulated vs recorded rms {c['rms']:.4g}, max {c['max_abs']:.4g}")
     print(f"  reports in {args.out}")
     return 0 if s["complete"] else 1
+
+
+def _plot_comparison(path, recording, comparison) -> None:
+    """Recorded BMS signals beside the emulated BMS's, and the recorded demand against what was delivered."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..replay import COMPARE
+
+    keys = [k for k in COMPARE if isinstance(comparison.get(k), dict)]
+    fig, axes = plt.subplots(len(keys) + 1, 1, figsize=(10, 2.6 * (len(keys) + 1)), sharex=True, squeeze=False)
+    t, s = recording.time_s, recording.signals
+    ax = axes[0][0]
+    ax.plot(t, s["current_demand_A"], color="0.5", lw=0.8, label="recorded demand")
+    ax.plot(t, s["current_A"], color="tab:blue", lw=1.0, label="emulated pack current")
+    ax.plot(t, s["discharge_limit_A"], color="tab:red", lw=0.8, label="discharge limit")
+    ax.plot(t, -s["charge_limit_A"], color="tab:green", lw=0.8, label="charge limit")
+    ax.set(ylabel="current (A)", title="Replay: where the solid-state pack's limits bite")
+    ax.legend(loc="best", fontsize=8)
+    for ax, key in zip((row[0] for row in axes[1:]), keys):
+        ax.plot(t, s[f"recorded_{key}"], color="black", lw=1.0, label=f"recorded {key}")
+        ax.plot(t, s[COMPARE[key]], color="tab:orange", lw=1.0, label=f"emulated {key}")
+        ax.legend(loc="best", fontsize=8)
+    axes[-1][0].set_xlabel("time (s)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
