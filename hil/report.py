@@ -13,6 +13,9 @@ from .expectations import Recording, Verdict
 
 __all__ = ["summarise", "write_reports"]
 
+STATE_NAMES = ("INIT", "STANDBY", "PRECHARGE", "READY", "CHARGING", "FAULT", "SHUTDOWN")  # bms.BmsState order
+LEVEL_NAMES = ("none", "warning", "error", "emergency")                                   # bms.FaultLevel order
+
 
 def summarise(recording: Recording, verdicts: list[Verdict], *, scenario: str, dt_s: float, wall_s: float,
               capacity_kWh: float) -> dict:
@@ -131,17 +134,20 @@ def write_plots(folder: Path, recording: Recording) -> list[Path]:
     ax.legend(loc="best")
     save(fig, "current_limits.png")
 
-    fig, ax = plt.subplots(figsize=(10, 3))
+    fig, ax = plt.subplots(figsize=(10, 3.4))
     ax.step(t, s["state"], where="post", color="tab:blue", label="BMS state")
-    ax.step(t, s["fault_level"], where="post", color="tab:red", label="fault level")
+    ax.set_yticks(range(len(STATE_NAMES)), STATE_NAMES)
+    level = ax.twinx()
+    level.step(t, s["fault_level"], where="post", color="tab:red", label="fault level")
+    level.set_yticks(range(len(LEVEL_NAMES)), LEVEL_NAMES, color="tab:red")
+    level.set_ylim(-0.3, len(LEVEL_NAMES) - 0.7)
     for ev_t, name, _ in r.events:
         if not name.startswith("state:"):
-            ax.axvline(ev_t, color="0.7", lw=0.6)
+            ax.axvline(ev_t, color="0.8", lw=0.6)
     for name, ev_t in r.injections.items():
         ax.axvline(ev_t, color="tab:red", ls="--", lw=1.0)
-        ax.annotate(name, (ev_t, ax.get_ylim()[1]), fontsize=7, rotation=90, va="top")
-    ax.set(xlabel="time (s)", ylabel="code", title="Events (grey), fault injections (red dashed), state")
-    ax.legend(loc="best")
+        ax.annotate(name, (ev_t, len(STATE_NAMES) - 1), fontsize=7, rotation=90, va="top")
+    ax.set(xlabel="time (s)", title="State (blue), fault level (red), BMS events (grey), fault injections (dashed)")
     save(fig, "events.png")
     return paths
 
