@@ -145,7 +145,7 @@ class _TxTask:
     """One cyclic message: its encoders (per page), value source, page cursor, alive counter, statistics."""
 
     __slots__ = ("message", "values", "pages", "page_index", "encoders", "e2e", "counter", "counter_mask",
-                 "stats", "frame_id", "is_extended_id", "length", "is_fd")
+                 "stats", "frame_id", "is_extended_id", "length", "is_fd", "last_values", "last_data")
 
     def __init__(self, message: MessageCodec, values, pages, stats):
         self.message, self.values, self.stats = message, values, stats
@@ -157,6 +157,10 @@ class _TxTask:
         self.counter_mask = (1 << message.e2e.counter_bits) - 1 if self.e2e else 0
         self.frame_id, self.is_extended_id = message.frame_id, message.is_extended_id
         self.length, self.is_fd = message.length, message.is_fd
+        # a message that is not multiplexed keeps its last values and their frames (one per alive counter
+        # value): while the values stay the same (BMS_Status, the limits at rest ...) nothing is re-encoded
+        self.last_values = None
+        self.last_data: dict = {}
 
 
 # --- reception monitoring ----------------------------------------------------------------------------
@@ -174,6 +178,9 @@ class _RxMessage:
     e2e_failed: bool = False
     reported: bool = False
     valid: int = 0
+    # payload -> (CRC ok, alive counter, values or None if they do not decode): checking and decoding are
+    # functions of the payload alone, and a VCU repeats a few payloads (16 counters x its few requests)
+    decoded: dict = field(default_factory=dict)
 
     @property
     def faulted(self) -> bool:
@@ -522,23 +529,44 @@ class CanNode:
 
     def _prepare(self, t_ns: int) -> None:
         """Encode the frames due at ``t_ns`` from the state now (the end of the tick before)."""
-        prepared = self._prepared
-        Message = Frame
+        append = self._prepared.append
+        new = _new_frame
         for task in self._scheduler.pop_due(t_ns):
             tx = task.payload
-            page = None
             if tx.pages is not None:
                 page = tx.pages[tx.page_index]
                 tx.page_index = (tx.page_index + 1) % len(tx.pages)
-            values = tx.values(page)
-            if tx.e2e:
-                data = tx.encoders[page](tx.counter, *values)
-                tx.counter = (tx.counter + 1) & tx.counter_mask
+                values = tx.values(page)
+                if tx.e2e:
+                    data = tx.encoders[page](tx.counter, *values)
+                    tx.counter = (tx.counter + 1) & tx.counter_mask
+                else:
+                    data = tx.encoders[page](*values)
             else:
-                data = tx.encoders[page](*values)
-            prepared.append((tx.stats, Message(arbitration_id=tx.frame_id, is_extended_id=tx.is_extended_id,
-                                               data=data, dlc=tx.length, is_fd=tx.is_fd, is_rx=False,
-                                               check=False)))
+                values = tx.values(None)
+                counter = tx.counter  # 0 for a message without E2E
+                if values == tx.last_values:  # encoding is a function of (counter, values) alone
+                    data = tx.last_data.get(counter)
+                else:
+                    tx.last_values = values
+                    tx.last_data = {}
+                    data = None
+                if data is None:
+                    data = tx.last_data[counter] = (tx.encoders[None](counter, *values) if tx.e2e
+                                                    else tx.encoders[None](*values))
+                if tx.e2e:
+                    tx.counter = (counter + 1) & tx.counter_mask
+            msg = new(Frame)  # Frame(arbitration_id=..., data=..., ...) without the keyword-argument call
+            msg.timestamp = 0.0
+            msg.arbitration_id = tx.frame_id
+            msg.is_extended_id = tx.is_extended_id
+            msg.is_remote_frame = msg.is_error_frame = msg.is_rx = False
+            msg.bitrate_switch = msg.error_state_indicator = False
+            msg.channel = None
+            msg.dlc = tx.length
+            msg.data = bytearray(data)
+            msg.is_fd = tx.is_fd
+            append((tx.stats, msg))
 
     def _send_prepared(self, t_ns: int, realtime: bool) -> None:
         prepared = self._prepared
@@ -671,12 +699,19 @@ class CanNode:
             return
         stamp = t_ns if not self.clock.realtime else int(msg.timestamp * 1e9)
         rx.stats.add(stamp)
+        payload = bytes(data)
+        entry = rx.decoded.get(payload)
+        if entry is None:
+            entry = _check_and_decode(message, payload)
+            if len(rx.decoded) >= _DECODED_MAX:
+                rx.decoded.clear()
+            rx.decoded[payload] = entry
+        crc_ok, counter, values = entry
         if message.e2e is not None:
-            if not message.crc_ok(data):
+            if not crc_ok:
                 counters["crc_errors"] += 1
                 self._e2e_error(rx, t_ns)
                 return
-            counter = message.counter_of(data)
             last = rx.last_counter
             rx.last_counter = counter
             if last is not None:
@@ -685,9 +720,7 @@ class CanNode:
                     counters["counter_errors"] += 1
                     self._e2e_error(rx, t_ns)
                     return
-        try:
-            values = message.decode(data)
-        except BmsError:
+        if values is None:
             counters["bad_values"] += 1
             return
         rx.valid += 1
@@ -776,6 +809,24 @@ class CanNode:
         else:
             response = {"DiagResponse": 0x7F, "Negative_Service": service, "Negative_Code": 0x11}
         self._send_event(self._diag_codec, response, t_ns, self._diag_stats)
+
+
+_DECODED_MAX = 1024  # payloads remembered per received message (random traffic cannot grow it further)
+
+
+def _check_and_decode(message: MessageCodec, payload: bytes) -> tuple:
+    """(CRC ok, alive counter, values or None): what reception needs of a payload; the values are shared
+    by every frame with this payload, so handlers read them and never change them."""
+    if message.e2e is not None:
+        if not message.crc_ok(payload):
+            return False, None, None
+        counter = message.counter_of(payload)
+    else:
+        counter = None
+    try:
+        return True, counter, message.decode(payload)
+    except BmsError:
+        return True, counter, None
 
 
 def _request_enum():
