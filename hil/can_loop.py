@@ -46,6 +46,7 @@ class CanVcu:
         self._read_discharge = limits.signal_decoder("DischargeCurrentLimit")
         self._read_charge = limits.signal_decoder("ChargeCurrentLimit")
         self._states: dict = {}  # raw BmsState -> BmsState
+        self._encoded: dict = {}  # (message, counter, *values) -> payload
         self._tx = {name: (codec[name], codec[name].encoder(), codec[name].signal_names())
                     for name in ("VCU_Command", "CHG_Status")}
 
@@ -85,11 +86,16 @@ class CanVcu:
         self._counters[name] = (counter + 1) % 16
         if self.corrupt == "counter":
             counter = (counter + 7) % 16  # jumps the BMS's allowed delta
-        data = encode(counter, *[values.get(n, 0) for n in names])
+        key = (name, counter, *[values.get(n, 0) for n in names])
+        data = self._encoded.get(key)
+        if data is None:  # encoding is a function of the counter and the values: a VCU repeats a few of them
+            if len(self._encoded) >= 1024:
+                self._encoded.clear()
+            data = self._encoded[key] = encode(*key[1:])
         if self.corrupt == "crc":
             data = bytearray(data)
             data[0] ^= 0xA5
-        self.bus.send(Frame(arbitration_id=message.frame_id, data=data, is_extended_id=False, timestamp=t_s))
+        self.bus.send(Frame.build(message.frame_id, data, timestamp=t_s))
 
     def tick(self, t_s: float, demand: Demand | None, link_voltage_V: float) -> float:
         self._read()

@@ -61,6 +61,23 @@ class Frame(can.Message):
 
     __slots__ = ()
 
+    @classmethod
+    def build(cls, arbitration_id: int, data, *, is_extended_id: bool = False, is_fd: bool = False,
+              timestamp: float = 0.0) -> "Frame":
+        """A data frame to send (``is_rx`` False, DLC = data length): ``Frame(arbitration_id=..., data=...,
+        ...)`` without the keyword-argument constructor, for code that builds frames every tick."""
+        msg = _new_frame(cls)
+        msg.timestamp = timestamp
+        msg.arbitration_id = arbitration_id
+        msg.is_extended_id = is_extended_id
+        msg.is_remote_frame = msg.is_error_frame = msg.is_rx = False
+        msg.bitrate_switch = msg.error_state_indicator = False
+        msg.channel = None
+        msg.data = data = bytearray(data)
+        msg.dlc = len(data)
+        msg.is_fd = is_fd
+        return msg
+
     def __deepcopy__(self, memo=None) -> "Frame":
         new = _new_frame(Frame)
         new.timestamp = self.timestamp
@@ -530,7 +547,7 @@ class CanNode:
     def _prepare(self, t_ns: int) -> None:
         """Encode the frames due at ``t_ns`` from the state now (the end of the tick before)."""
         append = self._prepared.append
-        new = _new_frame
+        build = Frame.build
         for task in self._scheduler.pop_due(t_ns):
             tx = task.payload
             if tx.pages is not None:
@@ -556,17 +573,7 @@ class CanNode:
                                                     else tx.encoders[None](*values))
                 if tx.e2e:
                     tx.counter = (counter + 1) & tx.counter_mask
-            msg = new(Frame)  # Frame(arbitration_id=..., data=..., ...) without the keyword-argument call
-            msg.timestamp = 0.0
-            msg.arbitration_id = tx.frame_id
-            msg.is_extended_id = tx.is_extended_id
-            msg.is_remote_frame = msg.is_error_frame = msg.is_rx = False
-            msg.bitrate_switch = msg.error_state_indicator = False
-            msg.channel = None
-            msg.dlc = tx.length
-            msg.data = bytearray(data)
-            msg.is_fd = tx.is_fd
-            append((tx.stats, msg))
+            append((tx.stats, build(tx.frame_id, data, is_extended_id=tx.is_extended_id, is_fd=tx.is_fd)))
 
     def _send_prepared(self, t_ns: int, realtime: bool) -> None:
         prepared = self._prepared
