@@ -114,3 +114,7 @@ EST_R_SOC_SIGMA_MAX = 0.01
 # Newton iterations of the SOP solve from zero current, and from the previous solution (warm start)
 SOP_NEWTON_ITERATIONS = 4
 SOP_WARM_ITERATIONS = 2
+# an SOC correction larger than this (a tenth of an OCV table step) is re-linearised at the updated SOC
+# (iterated EKF), this many times
+EST_IEKF_DSOC = 0.005
+EST_IEKF_ITERATIONS = 3

@@ -48,6 +48,8 @@ cdef double T_REF_K = 298.15
 cdef double R_GAS = 8.314462618
 cdef double REFRESH_K = EST_ARRHENIUS_REFRESH_K
 cdef double R_P00_MAX = L.EST_R_SOC_SIGMA_MAX * L.EST_R_SOC_SIGMA_MAX
+cdef double IEKF_DSOC = L.EST_IEKF_DSOC
+cdef int IEKF_ITERATIONS = L.EST_IEKF_ITERATIONS
 cdef double SIGN_C_RATE = HYSTERESIS_SIGN_C_RATE
 cdef int NX = N_X, NCOV = N_COV, NH = N_HORIZONS, NEWTON = SOP_NEWTON_ITERATIONS
 cdef int WARM = L.SOP_WARM_ITERATIONS
@@ -369,6 +371,8 @@ cdef class TickKernel:
         cdef double p00, p01, p02, p03, p04, p11, p12, p13, p14, p22, p23, p24, p33, p34, p44
         cdef double v, T25, ocv, slope, dudt, dslope, H0, y_pred, model, Rm, innov, u0, u1, u2, u3, u4
         cdef double S, inv_s, K0, K1, K2, K3, K4, q_heat, rhs_c, rhs_s, tc, ts, e, y
+        cdef double g_prior, e_it, z_it, o_it, sl_it, d_it, ds_it, h_it
+        cdef int it
         cdef bint plausible, same, stuck, use, gated_now
         cdef double* gate_n = self.gate_n
         cdef double reopen_n = tu[TU_REOPEN], b_max = tu[TU_BIAS_MAX]
@@ -493,6 +497,24 @@ cdef class TickKernel:
                         gated_now = False
                     if not gated_now:
                         innov_out[g] = innov
+                        if fabs(u0 / S * innov) > IEKF_DSOC:
+                            # an SOC correction across a bend of the OCV: iterate the linearisation at
+                            # the updated SOC (iterated EKF; see the twin)
+                            g_prior = ocv + T25 * dudt
+                            e_it = innov
+                            for it in range(IEKF_ITERATIONS):
+                                z_it = dmin(dmax(z + u0 / S * e_it, 0.0), 1.0)
+                                o_it = interp_slope(ocv_t, n_ocv, z_it, &sl_it)
+                                d_it = interp_slope(dudt_t, n_dudt, z_it, &ds_it)
+                                h_it = sl_it + T25 * ds_it
+                                e_it = innov - (o_it + T25 * d_it - g_prior - h_it * (z_it - z))
+                                u0 = p00 * h_it - p01 - p02 + p03 * m_dyn + p04
+                                u1 = p01 * h_it - p11 - p12 + p13 * m_dyn + p14
+                                u2 = p02 * h_it - p12 - p22 + p23 * m_dyn + p24
+                                u3 = p03 * h_it - p13 - p23 + p33 * m_dyn + p34
+                                u4 = p04 * h_it - p14 - p24 + p34 * m_dyn + p44
+                                S = h_it * u0 - u1 - u2 + m_dyn * u3 + u4 + Rm
+                            innov = e_it
                         inv_s = 1.0 / S
                         K0 = u0 * inv_s
                         K1 = u1 * inv_s

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 import bms
 from bms import InputError, OpenWire, Pack, SensorLayer, Stuck, load_pack
@@ -159,6 +159,7 @@ def test_filter_stays_healthy_at_the_temperature_extremes_on_a_real_pack(temp_C)
 # --- convergence on a consistent plant ----------------------------------------------------------
 @settings(max_examples=8)
 @given(st.floats(0.15, 0.9), st.floats(0.0, 1.0), st.sampled_from([0.0, 25.0, 45.0]))
+@example(0.3125, 0.0, 0.0)  # from empty, where the OCV bends, into its flat middle (iterated update)
 def test_filter_converges_from_any_initial_soc_on_a_consistent_plant(true_soc, initial_soc, temp_C):
     params = small_params(2, 1)
     pack = Pack(params, initial_soc=true_soc, temp_C=temp_C, seed=1)

@@ -36,7 +36,7 @@ from .._est_layout import (COV_INDEX, EST_ARRHENIUS_REFRESH_K, N_COV, N_HORIZONS
                            TU_SOP_HEAT_J_PER_K, TU_SOP_REFINE, TU_SOP_TEMP_FRACTION, TU_STUCK_SAMPLES,
                            TU_STUCK_V, TU_T_GATE_K, TU_T_HI, TU_T_LO, TU_V_HI, TU_V_LO, X_BIAS, X_HYST,
                            X_SOC, X_V1, X_V2)
-from .._est_layout import EST_R_SOC_SIGMA_MAX, S_SOP_NEXT, SOP_MAX_RISE_K, SOP_WARM_ITERATIONS, TU_BIAS_MAX, TU_R_MIN_DI, TU_REOPEN, TU_SOP_R_K, TU_SOP_R_SIGMA
+from .._est_layout import EST_IEKF_DSOC, EST_IEKF_ITERATIONS, EST_R_SOC_SIGMA_MAX, S_SOP_NEXT, SOP_MAX_RISE_K, SOP_WARM_ITERATIONS, TU_BIAS_MAX, TU_R_MIN_DI, TU_REOPEN, TU_SOP_R_K, TU_SOP_R_SIGMA
 from .._layout import HYSTERESIS_SIGN_C_RATE
 from ..errors import InputError
 
@@ -267,6 +267,25 @@ class TickKernel:
             use = use & ~gated
             s.scalars[S_GATED] += float(gated.sum())
             s.innovation_V[:] = np.where(use, innov, s.innovation_V)
+            # an SOC correction that reaches across a bend of the OCV (a gross initial error, SOC near
+            # empty): linearised at the prior, SOC moves too little and the posterior variance, from the
+            # wrong slope, then believes it; iterate the linearisation at the updated SOC (iterated EKF)
+            big = use & (np.abs(u[0] / S * innov) > EST_IEKF_DSOC)
+            if big.any():
+                g_prior = ocv + T25 * dudt
+                h_it, u_it, s_it, e_it = H[0], u, S, innov
+                for _ in range(EST_IEKF_ITERATIONS):
+                    z_it = np.minimum(np.maximum(z + u_it[0] / s_it * e_it, 0.0), 1.0)
+                    o_it, sl_it = interp_slope(c.ocv, z_it)
+                    d_it, ds_it = interp_slope(c.dudt, z_it)
+                    h_it = sl_it + T25 * ds_it
+                    e_it = innov - (o_it + T25 * d_it - g_prior - h_it * (z_it - z))
+                    H_it = (h_it, -1.0, -1.0, c.m_dyn, 1.0)
+                    u_it = [sum(P[C[p][q]] * H_it[q] for q in range(N_X)) for p in range(N_X)]
+                    s_it = sum(H_it[p] * u_it[p] for p in range(N_X)) + Rm
+                u = [np.where(big, u_it[p], u[p]) for p in range(N_X)]
+                S = np.where(big, s_it, S)
+                innov = np.where(big, e_it, innov)
             inv_s = np.where(use, 1.0 / S, 0.0)
             K = [u[p] * inv_s for p in range(N_X)]
             z = z + K[0] * innov
