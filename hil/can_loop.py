@@ -47,6 +47,7 @@ class CanVcu:
         self._read_charge = limits.signal_decoder("ChargeCurrentLimit")
         self._states: dict = {}  # raw BmsState -> BmsState
         self._encoded: dict = {}  # (message, counter, *values) -> payload
+        self._commands: dict = {}  # StateRequest -> VCU_Command's values in signal order
         self._tx = {name: (codec[name], codec[name].encoder(), codec[name].signal_names())
                     for name in ("VCU_Command", "CHG_Status")}
 
@@ -80,13 +81,17 @@ class CanVcu:
             self.discharge_limit_A = self._read_discharge(data)
             self.charge_limit_A = self._read_charge(data)
 
-    def _send(self, name: str, values: dict, t_s: float) -> None:
+    def _send(self, name: str, values: dict | tuple, t_s: float) -> None:
+        """Send ``values`` (a mapping, or a tuple in the message's signal order) with counter and CRC."""
         message, encode, names = self._tx[name]
         counter = self._counters[name]
         self._counters[name] = (counter + 1) % 16
         if self.corrupt == "counter":
             counter = (counter + 7) % 16  # jumps the BMS's allowed delta
-        key = (name, counter, *[values.get(n, 0) for n in names])
+        if type(values) is tuple:
+            key = (name, counter, *values)
+        else:
+            key = (name, counter, *[values.get(n, 0) for n in names])
         data = self._encoded.get(key)
         if data is None:  # encoding is a function of the counter and the values: a VCU repeats a few of them
             if len(self._encoded) >= 1024:
@@ -106,8 +111,13 @@ class CanVcu:
             if request == StateRequest.CHARGE:
                 self._send("CHG_Status", {"ChargerConnected": 1, "ChargerMaxVoltage": self.charger_voltage_V,
                                           "ChargerMaxCurrent": demand.value}, t_s)
-            self._send("VCU_Command", {"StateRequest": int(request), "ContactorRequest": CLOSE if request in (
-                StateRequest.DRIVE, StateRequest.CHARGE) else OPEN}, t_s)
+            command = self._commands.get(request)
+            if command is None:
+                names = self._tx["VCU_Command"][2]
+                values = {"StateRequest": int(request), "ContactorRequest": CLOSE if request in (
+                    StateRequest.DRIVE, StateRequest.CHARGE) else OPEN}
+                command = self._commands[request] = tuple(values.get(n, 0) for n in names)
+            self._send("VCU_Command", command, t_s)
         if demand is None or self.state not in (BmsState.READY, BmsState.CHARGING):
             return 0.0
         return demand_current_A(demand, link_voltage_V, self.discharge_limit_A, self.charge_limit_A)

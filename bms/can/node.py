@@ -293,6 +293,7 @@ class CanNode:
         self.comm_fault_active = False
         self.comm_fault_log: list[tuple[float, str, bool]] = []
         self._requests = _request_enum()
+        self._request_values = tuple(self._requests(r) for r in range(_REQ_SHUTDOWN + 1))
         self._publisher = Publisher(self, emulator, self.codec)
         self._scheduler = Scheduler()
         self._tx_ids: set[tuple[int, bool]] = set()
@@ -788,7 +789,7 @@ class CanNode:
         if request == _REQ_NONE:
             bms.vcu_alive(t_s)
         else:
-            bms.request(self._requests(request), t_s)
+            bms.request(self._request_values[request], t_s)
 
     def _on_charger_status(self, values: dict, t_ns: int, rx) -> None:
         connected = bool(values["ChargerConnected"])
