@@ -56,7 +56,11 @@ class EstimatorTuning:
     current_offset_A: float | None = None         # 1 sigma of the current-sensor offset
     current_gain_error: float | None = None       # 1 sigma of the current-sensor gain error
     capacity_error_rel: float | None = None       # 1 sigma of a group's capacity against nominal
-    rc_input_error_rel: float = 0.05
+    rc_input_error_rel: float = 0.1               # a group's R1, R2 against the nominal ones: the RC states'
+                                                  # error is kept at this share of r * i (stationary); the cell
+                                                  # spread (5 % / sqrt(2)) at 2 sigma for the worst of many
+                                                  # groups, and the Arrhenius law off by a 0.5 K core
+                                                  # temperature error in the cold (about 4 %)
     rc_random_walk_V2_per_s: float = 1e-9
     hysteresis_process: float = 0.01
     bias_random_walk_V2_per_s: float = 1e-12
@@ -130,10 +134,10 @@ class EstimatorTuning:
             sp.current_noise_A ** 2 + sp.current_lsb_A ** 2 / 12.0)
         t[L.TU_SIG_I] = i_noise / n_p
         eps = 0.01 * cell.capacity_Ah
-        # sensor error, and for parallel cells the circulating current of a 0.5 % SOC mismatch
-        circulating = 0.02 * cell.capacity_Ah if n_p > 1 else 0.0
+        # the measured string current's error (the plant's sign follows the string current, so currents
+        # circulating between parallel cells do not count)
         t[L.TU_SIGN_BAND] = max((abs(sp.current_offset_A) + 3.0 * i_noise) / n_p
-                                + abs(sp.current_gain_error) * eps + circulating, 1e-3)
+                                + abs(sp.current_gain_error) * eps, 1e-3)
         offset = self.current_offset_A if self.current_offset_A is not None else abs(sp.current_offset_A)
         offset = max(offset, 0.01) / n_p
         # an offset is a bias: as a random walk it reaches offset * t after about an hour

@@ -344,6 +344,8 @@ cdef class TickKernel:
         cdef double dt_h = dt / 3600.0
         cdef double a1 = exp(-dt / c.tau1), a2 = exp(-dt / c.tau2)
         cdef double b1 = 1.0 - a1, b2 = 1.0 - a2
+        # an RC pair's error from a resistance off by sig_rc: stationary variance (sig_rc r i)^2
+        cdef double w1 = sqrt(one_minus_exp_neg(2.0 * dt / c.tau1)), w2 = sqrt(one_minus_exp_neg(2.0 * dt / c.tau2))
         cdef double dq = i * dt_h
         if i < 0:
             dq = dq * c.ce
@@ -414,10 +416,10 @@ cdef class TickKernel:
             eps = SIGN_C_RATE * cap[g]
             p_cross = dmin(dmax((ai - (eps - band)) * inv_2band, 0.0), 1.0)
             if i > 0:
-                hsign[g] = hs + p_cross * (1.0 - hs)
+                hsign[g] = dmax(hs, 2.0 * p_cross - 1.0)
             elif i < 0:
-                hsign[g] = hs - p_cross * (1.0 + hs)
-            zone = 1.0 if ai < eps + band else 0.0
+                hsign[g] = dmin(hs, 1.0 - 2.0 * p_cross)
+            zone = 1.0 - hs * hs  # variance of the sign this tick's voltage has
 
             p00 = P[C00 * n + g]
             p01 = P[C01 * n + g] * a1
@@ -435,8 +437,8 @@ cdef class TickKernel:
             p34 = P[C34 * n + g] * ah
             p44 = P[C44 * n + g]
             p00 = p00 + (sig_i * dt_h * inv_q) * (sig_i * dt_h * inv_q) + qz_rate + qz_thr * fabs(dz)
-            p11 = p11 + (sig_rc * b1 * r1 * ai) * (sig_rc * b1 * r1 * ai) + qv
-            p22 = p22 + (sig_rc * b2 * r2 * ai) * (sig_rc * b2 * r2 * ai) + qv
+            p11 = p11 + (sig_rc * w1 * r1 * ai) * (sig_rc * w1 * r1 * ai) + qv
+            p22 = p22 + (sig_rc * w2 * r2 * ai) * (sig_rc * w2 * r2 * ai) + qv
             p33 = p33 + qh * om
             p44 = p44 + qb
 

@@ -203,25 +203,32 @@ class TickKernel:
         h = ah * h - sgn * om
         v1 = a1 * v1 + b1 * r1 * i
         v2 = a2 * v2 + b2 * r2 * i
-        # Instantaneous hysteresis: its sign follows the current above 1 % C (as the plant). Below
-        # eps + band the measured current cannot tell the sign of every parallel cell (sensor error,
-        # circulating currents): the sign is kept as an expected value in [-1, 1], moved toward +-1 by the
-        # chance that the current crossed, and M0^2 is added to the measurement noise. This tick's
-        # voltage still has the sign of before the tick.
+        # Instantaneous hysteresis: its sign follows the string current above 1 % C (as the plant). Within
+        # +-band of that threshold the measured current cannot tell whether the plant's sign flipped
+        # (sensor offset, noise, gain): the sign is kept as an expected value in [-1, 1], moved toward +-1
+        # to the chance that the current crossed, and the variance of the sign, 1 - sign^2, times M0^2 is
+        # added to the measurement noise. This tick's voltage still has the sign of before the tick.
         hs = s.hysteresis_sign.copy()
         eps = HYSTERESIS_SIGN_C_RATE * s.capacity_cell_Ah
         band = tu[TU_SIGN_BAND]
         p_cross = np.minimum(np.maximum((ai - (eps - band)) / (2.0 * band), 0.0), 1.0)
-        s.hysteresis_sign[:] = np.where(i > 0, hs + p_cross * (1.0 - hs), np.where(i < 0, hs - p_cross * (1.0 + hs), hs))
-        zone = np.where(ai < eps + band, 1.0, 0.0)
+        # the current error is mostly persistent (offset, gain): the chance that the plant's sign has
+        # flipped is the largest crossing chance seen, not a sum over ticks
+        s.hysteresis_sign[:] = np.where(i > 0, np.maximum(hs, 2.0 * p_cross - 1.0),
+                                        np.where(i < 0, np.minimum(hs, 1.0 - 2.0 * p_cross), hs))
+        zone = 1.0 - hs * hs  # the variance of the sign this tick's voltage has
 
         A = (1.0, a1, a2, ah, 1.0)
         for p in range(N_X):
             for q in range(p, N_X):
                 P[C[p][q]] *= A[p] * A[q]
         P[C[0][0]] += (tu[TU_SIG_I] * dt_h * inv_q) ** 2 + tu[TU_QZ_RATE] * dt + tu[TU_QZ_THROUGHPUT] * np.abs(dz)
-        P[C[1][1]] += (tu[TU_SIG_RC_REL] * b1 * r1 * ai) ** 2 + tu[TU_QV_RATE] * dt
-        P[C[2][2]] += (tu[TU_SIG_RC_REL] * b2 * r2 * ai) ** 2 + tu[TU_QV_RATE] * dt
+        # an RC pair's error from a resistance off by TU_SIG_RC_REL (a first-order lag of the error of its
+        # input): per tick the variance that keeps (TU_SIG_RC_REL * r * i)^2 at a constant current
+        w1 = math.sqrt(one_minus_exp_neg(2.0 * dt / c.tau1))
+        w2 = math.sqrt(one_minus_exp_neg(2.0 * dt / c.tau2))
+        P[C[1][1]] += (tu[TU_SIG_RC_REL] * w1 * r1 * ai) ** 2 + tu[TU_QV_RATE] * dt
+        P[C[2][2]] += (tu[TU_SIG_RC_REL] * w2 * r2 * ai) ** 2 + tu[TU_QV_RATE] * dt
         P[C[3][3]] += tu[TU_QH] * om
         P[C[4][4]] += tu[TU_QB_RATE] * dt
 
