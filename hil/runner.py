@@ -24,6 +24,7 @@ __all__ = ["RunResult", "run_scenario", "RECORD_PERIOD_S"]
 
 RECORD_PERIOD_S = 0.1
 CAN_FAULTS = ("can_corrupt", "bus_off")
+_min, _max = np.minimum.reduce, np.maximum.reduce
 _OPS = {"<": np.less, "<=": np.less_equal, ">": np.greater, ">=": np.greater_equal}
 
 
@@ -142,14 +143,15 @@ def _snapshot(e: Emulator, demand_A: float, speed: float) -> dict[str, float]:
     limits = bms.limits
     soc_est = est.pack_soc if est is not None else math.nan
     sigma = float(np.mean(est.group_soc_3sigma)) if est is not None else math.nan
-    core_est = float(np.max(est.core_temp_C)) if est is not None else math.nan
-    closed = pack.contactors_closed
+    core_est = float(_max(est.core_temp_C)) if est is not None else math.nan  # ufunc reductions: what
+    closed = pack.contactors_closed                                           # .max() computes, less overhead
     level = max((int(d.level) for d in bms.dtcs if d.status != "cleared"), default=0)
+    v = s.group_voltage_V
     return {
         "soc_true": pack.soc, "soc_estimated": soc_est, "soc_3sigma": sigma,
-        "cell_voltage_min_V": float(s.group_voltage_V.min()), "cell_voltage_max_V": float(s.group_voltage_V.max()),
-        "temp_core_max_C": float(s.temp_core_C.max()), "temp_core_est_max_C": core_est,
-        "temp_surface_max_C": float(s.temp_surface_C.max()), "current_A": pack.current_A,
+        "cell_voltage_min_V": float(_min(v)), "cell_voltage_max_V": float(_max(v)),
+        "temp_core_max_C": float(_max(s.temp_core_C)), "temp_core_est_max_C": core_est,
+        "temp_surface_max_C": float(_max(s.temp_surface_C)), "current_A": pack.current_A,
         "current_demand_A": demand_A, "discharge_limit_A": limits.discharge_current_A,
         "charge_limit_A": limits.charge_current_A, "pack_voltage_V": pack.pack_voltage_V,
         "link_voltage_V": pack.link_voltage_V, "speed_mps": speed, "state": int(bms.state),

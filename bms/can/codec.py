@@ -281,6 +281,13 @@ class MessageCodec:
                     return self.encode_values(v, page)
         return safe
 
+    def generated_encoder(self, page=None):
+        """The generated encoder of a page as it is (``f(*values)``, or ``f(counter, *values)`` for an E2E
+        message), or None where there is none. It raises ValueError, OverflowError or TypeError on values
+        it cannot take, where ``encoder(page)`` falls back to the saturating path: a caller that calls it
+        directly calls ``encoder(page)`` on those errors (the node does, saving a call per frame)."""
+        return (self._enc_e2e if self.e2e is not None else self._enc).get(page)
+
     def encode_values(self, values: Sequence[float], page=None) -> bytes:
         """Encode values given in ``signal_names(page)`` order (the fast path of the node)."""
         try:

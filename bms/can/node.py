@@ -162,13 +162,15 @@ class _TxTask:
     """One cyclic message: its encoders (per page), value source, page cursor, alive counter, statistics."""
 
     __slots__ = ("message", "values", "pages", "page_index", "encoders", "e2e", "counter", "counter_mask",
-                 "stats", "frame_id", "is_extended_id", "length", "is_fd", "last_values", "last_data")
+                 "stats", "frame_id", "is_extended_id", "length", "is_fd", "last_values", "last_data", "fast")
 
     def __init__(self, message: MessageCodec, values, pages, stats):
         self.message, self.values, self.stats = message, values, stats
         self.pages = tuple(pages) if message.multiplexer else None
         self.page_index = 0
         self.encoders = {page: message.encoder(page) for page in (self.pages or (None,))}
+        # the generated encoders called directly; ``encoders`` (with the saturating fallback) on their errors
+        self.fast = {page: message.generated_encoder(page) or self.encoders[page] for page in self.encoders}
         self.e2e = message.e2e is not None
         self.counter = 0
         self.counter_mask = (1 << message.e2e.counter_bits) - 1 if self.e2e else 0
@@ -551,29 +553,30 @@ class CanNode:
         build = Frame.build
         for task in self._scheduler.pop_due(t_ns):
             tx = task.payload
+            counter = tx.counter  # 0 for a message without E2E
             if tx.pages is not None:
                 page = tx.pages[tx.page_index]
                 tx.page_index = (tx.page_index + 1) % len(tx.pages)
                 values = tx.values(page)
-                if tx.e2e:
-                    data = tx.encoders[page](tx.counter, *values)
-                    tx.counter = (tx.counter + 1) & tx.counter_mask
-                else:
-                    data = tx.encoders[page](*values)
+                data = None
             else:
+                page = None
                 values = tx.values(None)
-                counter = tx.counter  # 0 for a message without E2E
                 if values == tx.last_values:  # encoding is a function of (counter, values) alone
                     data = tx.last_data.get(counter)
                 else:
                     tx.last_values = values
                     tx.last_data = {}
                     data = None
-                if data is None:
-                    data = tx.last_data[counter] = (tx.encoders[None](counter, *values) if tx.e2e
-                                                    else tx.encoders[None](*values))
-                if tx.e2e:
-                    tx.counter = (counter + 1) & tx.counter_mask
+            if data is None:
+                try:
+                    data = tx.fast[page](counter, *values) if tx.e2e else tx.fast[page](*values)
+                except (ValueError, OverflowError, TypeError):  # NaN, inf ...: the saturating path
+                    data = tx.encoders[page](counter, *values) if tx.e2e else tx.encoders[page](*values)
+                if page is None:
+                    tx.last_data[counter] = data
+            if tx.e2e:
+                tx.counter = (counter + 1) & tx.counter_mask
             append((tx.stats, build(tx.frame_id, data, is_extended_id=tx.is_extended_id, is_fd=tx.is_fd)))
 
     def _send_prepared(self, t_ns: int, realtime: bool) -> None:
