@@ -201,10 +201,10 @@ class Publisher:
     def status(self, page=None) -> tuple:
         e, node = self.emulator, self.node
         bms = e.bms
-        feedback = e.sensors.contactor_feedback
+        f0, f1, f2 = e.sensors.contactor_feedback[:3].tolist()  # Python floats: cheaper to compare
         limits = bms.limits
-        return (int(bms.state), self._fault_level(), 1 if bms.latched else 0, 1 if feedback[0] > 0.5 else 0,
-                1 if feedback[1] > 0.5 else 0, 1 if feedback[2] > 0.5 else 0,
+        return (int(bms.state), self._fault_level(), 1 if bms.latched else 0, 1 if f0 > 0.5 else 0,
+                1 if f1 > 0.5 else 0, 1 if f2 > 0.5 else 0,
                 1 if limits.discharge_current_A > 0 else 0, 1 if limits.charge_current_A > 0 else 0,
                 1 if self._balancing() else 0, 1 if node.charger_connected else 0,
                 1 if node.comm_fault_active else 0, node.last_request, len(bms.dtcs))

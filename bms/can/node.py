@@ -588,21 +588,29 @@ class CanNode:
         sent = 0
         stamp = clock.timestamp(t_ns)
         try:
-            for st, msg in prepared:
-                if realtime:
+            if realtime:
+                for st, msg in prepared:
                     now = clock.now_ns()
                     msg.timestamp = clock.timestamp(now)
-                else:
-                    now = t_ns
+                    try:
+                        send(msg)
+                    except (can.CanError, OSError) as exc:
+                        self._tx_failed(exc, t_ns)
+                        continue
+                    sent += 1
+                    st.add(now)
+                    batch.append(msg)
+            else:  # simulated time: every frame of the tick carries the tick's time
+                for st, msg in prepared:
                     msg.timestamp = stamp
-                try:
-                    send(msg)
-                except (can.CanError, OSError) as exc:
-                    self._tx_failed(exc, t_ns)
-                    continue
-                sent += 1
-                st.add(now)
-                batch.append(msg)
+                    try:
+                        send(msg)
+                    except (can.CanError, OSError) as exc:
+                        self._tx_failed(exc, t_ns)
+                        continue
+                    sent += 1
+                    st.add(t_ns)
+                    batch.append(msg)
         finally:
             prepared.clear()
             self.counters["tx_frames"] += sent
@@ -686,7 +694,8 @@ class CanNode:
     def _on_frame(self, msg: can.Message, t_ns: int) -> None:
         counters = self.counters
         counters["rx_frames"] += 1
-        if not self.clock.realtime:
+        realtime = self.clock.realtime
+        if not realtime:
             msg.timestamp = self.clock.timestamp(t_ns)
         msg.is_rx = True
         self._log_batch.append(msg)
@@ -708,7 +717,7 @@ class CanNode:
         if len(data) != message.length or msg.dlc != message.length:
             counters["wrong_dlc"] += 1
             return
-        stamp = t_ns if not self.clock.realtime else int(msg.timestamp * 1e9)
+        stamp = t_ns if not realtime else int(msg.timestamp * 1e9)
         rx.stats.add(stamp)
         payload = bytes(data)
         entry = rx.decoded.get(payload)
@@ -742,7 +751,8 @@ class CanNode:
             rx.e2e_failed = False
         if rx.timed_out:
             rx.timed_out = False
-        self._update_fault(rx, t_ns)
+        if rx.reported:  # no longer faulted: a change only if a fault was reported
+            self._update_fault(rx, t_ns)
         counters["rx_accepted"] += 1
         if rx.handler is not None:
             rx.handler(values, t_ns, rx)
