@@ -63,7 +63,8 @@ TU_BIAS_MAX = 36        # V, the channel bias estimate is kept within +-this (th
 TU_R_MIN_DI = 37        # A per cell: smallest current step between slow updates used for resistance tracking
 TU_SOP_R_SIGMA = 38     # relative 1 sigma of a group's resistance against the model (cell spread, per group)
 TU_SOP_R_K = 39         # the SOP solve assumes each group's resistance this many sigmas above its estimate
-N_TUNING = 40
+TU_SIGN_TAU = 40        # s, time constant of the low-passed current that decides the hysteresis sign (0: none)
+N_TUNING = 41
 
 # --- pack scalars (EstimatorState.scalars) ------------------------------------------------------
 S_CURRENT = 0           # A per cell used in the last tick (> 0 discharging)
@@ -82,7 +83,8 @@ S_THERMAL_DT = 12       # dt for which the thermal gains were computed
 S_SLOW_PREV_I = 13      # A per cell at the previous slow update
 S_SLOW_PREV_SET = 14    # 1 once a previous slow sample exists
 S_SOP_NEXT = 15         # horizon the next slow update solves (they take turns); < 0: every horizon
-N_SCALARS = 16
+S_SIGN_I = 16           # A per cell, the low-passed current that decides the instantaneous-hysteresis sign
+N_SCALARS = 17
 
 # --- thermal observer constants (EstimatorState.thermal): steady-state gains per temperature sample
 TH_K_CORE = 0

@@ -63,6 +63,8 @@ class EstimatorTuning:
                                                   # temperature error in the cold (about 4 %)
     rc_random_walk_V2_per_s: float = 1e-9
     hysteresis_process: float = 0.01
+    sign_current_tau_s: float = 0.2               # the instantaneous-hysteresis sign is decided on the current
+                                                  # low-passed over this time (the plant's follows the true one)
     bias_random_walk_V2_per_s: float = 1e-12
     gate_sigma: float = 8.0
     gate_floor_V: float = 0.05
@@ -136,8 +138,11 @@ class EstimatorTuning:
         eps = 0.01 * cell.capacity_Ah
         # the measured string current's error (the plant's sign follows the string current, so currents
         # circulating between parallel cells do not count)
-        t[L.TU_SIGN_BAND] = max((abs(sp.current_offset_A) + 3.0 * i_noise) / n_p
-                                + abs(sp.current_gain_error) * eps, 1e-3)
+        # (persistent errors here; the kernels add 3 sigma of the noise of the current low-passed over
+        # sign_current_tau_s, on which the sign is decided: a band from the noise of single samples is
+        # crossed by their tails in a long rest near the threshold)
+        t[L.TU_SIGN_BAND] = max(abs(sp.current_offset_A) / n_p + abs(sp.current_gain_error) * eps, 1e-3)
+        t[L.TU_SIGN_TAU] = self.sign_current_tau_s
         offset = self.current_offset_A if self.current_offset_A is not None else abs(sp.current_offset_A)
         offset = max(offset, 0.01) / n_p
         # an offset is a bias: as a random walk it reaches offset * t after about an hour
@@ -231,7 +236,7 @@ class EstimatorState:
     """The estimators' state as arrays over series groups (and temperature sensors); the kernels hold
     pointers into them: change values in place, never rebind an attribute."""
 
-    GROUP_ARRAYS = ("hysteresis_sign", "capacity_cell_Ah", "resistance_scale", "resistance_var",
+    GROUP_ARRAYS = ("hysteresis_sign", "voltage_sign", "capacity_cell_Ah", "resistance_scale", "resistance_var",
                     "arrhenius_r0", "arrhenius_r1", "arrhenius_r2", "arrhenius_temp_C", "temp_core_C",
                     "temp_surface_C", "temp_coolant_C", "heat_W", "innovation_V", "voltage_last_V",
                     "stuck_current_A", "stuck_count", "gate_count", "interp_weight", "slow_voltage_V", "slow_model_V",
@@ -469,6 +474,8 @@ class PackEstimator:
         i = self.sensors.current_A / p.n_parallel if math.isfinite(self.sensors.current_A) else 0.0
         clear = abs(i) >= 0.01 * cell.capacity_Ah + s.tuning[L.TU_SIGN_BAND]
         s.hysteresis_sign[:] = math.copysign(1.0, i) if clear else 0.0
+        s.scalars[L.S_SIGN_I] = i
+        s.voltage_sign[:] = s.hysteresis_sign
         s.voltage_last_V[:] = np.nan
         bias = tu.voltage_bias_V if tu.voltage_bias_V is not None else p.sensors.cell_voltage_accuracy_V / math.sqrt(3)
         diag = (sigma_z ** 2, tu.initial_rc_sigma_V ** 2, tu.initial_rc_sigma_V ** 2,

@@ -34,6 +34,7 @@ cdef int TU_R_SIG = L.TU_R_SIG, TU_REST_C_RATE = L.TU_REST_C_RATE
 cdef int TU_SETTLE_S = L.TU_SETTLE_S, TU_SIG_CORR = L.TU_SIG_CORR
 cdef int TU_SIG_I = L.TU_SIG_I, TU_SIG_MODEL = L.TU_SIG_MODEL
 cdef int TU_SIG_RC_REL = L.TU_SIG_RC_REL, TU_SIG_V = L.TU_SIG_V
+cdef int TU_SIGN_TAU = L.TU_SIGN_TAU, S_SIGN_I = L.S_SIGN_I
 cdef int TU_SIGN_BAND = L.TU_SIGN_BAND, TU_SOE_C_RATE = L.TU_SOE_C_RATE
 cdef int TU_SOP_HEAT_J_PER_K = L.TU_SOP_HEAT_J_PER_K, TU_SOP_REFINE = L.TU_SOP_REFINE
 cdef int TU_SOP_TEMP_FRACTION = L.TU_SOP_TEMP_FRACTION, TU_STUCK_SAMPLES = L.TU_STUCK_SAMPLES
@@ -228,6 +229,7 @@ cdef class TickKernel:
     cdef double* x
     cdef double* cov
     cdef double* hsign
+    cdef double* vsign
     cdef double* cap
     cdef double* rscale
     cdef double* f0
@@ -266,6 +268,7 @@ cdef class TickKernel:
         self.x = dptr(s.x, NX * n, "x", owners)
         self.cov = dptr(s.cov, NCOV * n, "cov", owners)
         self.hsign = dptr(s.hysteresis_sign, n, "hysteresis_sign", owners)
+        self.vsign = dptr(s.voltage_sign, n, "voltage_sign", owners)
         self.cap = dptr(s.capacity_cell_Ah, n, "capacity_cell_Ah", owners)
         self.rscale = dptr(s.resistance_scale, n, "resistance_scale", owners)
         self.f0 = dptr(s.arrhenius_r0, n, "arrhenius_r0", owners)
@@ -310,6 +313,7 @@ cdef class TickKernel:
         cdef double* x = self.x
         cdef double* P = self.cov
         cdef double* hsign = self.hsign
+        cdef double* vsign = self.vsign
         cdef double* cap = self.cap
         cdef double* rscale = self.rscale
         cdef double* f0 = self.f0
@@ -341,6 +345,12 @@ cdef class TickKernel:
         cdef double i = current / c.n_parallel if cur_ok else 0.0
         sc[S_CURRENT] = i
         sc[S_CURRENT_VALID] = 1.0 if cur_ok else 0.0
+        # the current that decides the instantaneous-hysteresis sign, low-passed (see the twin)
+        cdef double lp_a = one_minus_exp_neg(dt / tu[TU_SIGN_TAU]) if tu[TU_SIGN_TAU] > 0 else 1.0
+        if cur_ok:
+            sc[S_SIGN_I] = sc[S_SIGN_I] + lp_a * (i - sc[S_SIGN_I])
+        cdef double i_sign = sc[S_SIGN_I]
+        cdef double ai_sign = fabs(i_sign)
         cdef double dt_h = dt / 3600.0
         cdef double a1 = exp(-dt / c.tau1), a2 = exp(-dt / c.tau2)
         cdef double b1 = 1.0 - a1, b2 = 1.0 - a2
@@ -359,7 +369,9 @@ cdef class TickKernel:
         cdef double corr = tu[TU_CORR_S] / dt, sig_corr2 = tu[TU_SIG_CORR] * tu[TU_SIG_CORR]
         cdef double sig_model = tu[TU_SIG_MODEL], gate2 = tu[TU_GATE] * tu[TU_GATE]
         cdef double gate_abs2 = tu[TU_GATE_ABS] * tu[TU_GATE_ABS], floor_p = tu[TU_P_FLOOR]
-        cdef double band = tu[TU_SIGN_BAND], inv_2band = 1.0 / (2.0 * tu[TU_SIGN_BAND])
+        cdef double band = tu[TU_SIGN_BAND], lp_noise = 4.0 * tu[TU_SIG_I] * sqrt(lp_a / (2.0 - lp_a))
+        cdef double inv_2band = 1.0 / (2.0 * band)
+        cdef double band_now = tu[TU_SIGN_BAND] + 4.0 * tu[TU_SIG_I]
         cdef double m0 = c.m0, m_dyn = c.m_dyn, gamma = c.gamma, soc_k = c.soc_k
         cdef double r0_25 = c.r0_25, r1_25 = c.r1_25, r2_25 = c.r2_25
         cdef double ea0 = c.ea0, ea1 = c.ea1, ea2 = c.ea2
@@ -414,11 +426,15 @@ cdef class TickKernel:
             v2 = a2 * v2 + b2 * r2 * i
             hs = hsign[g]
             eps = SIGN_C_RATE * cap[g]
-            p_cross = dmin(dmax((ai - (eps - band)) * inv_2band, 0.0), 1.0)
-            if i > 0:
+            p_cross = dmin(dmax((ai_sign - (eps - band) - lp_noise) * inv_2band, 0.0), 1.0)
+            if i_sign > 0:
                 hsign[g] = dmax(hs, 2.0 * p_cross - 1.0)
-            elif i < 0:
+            elif i_sign < 0:
                 hsign[g] = dmin(hs, 1.0 - 2.0 * p_cross)
+            if i > eps + band_now:
+                hsign[g] = 1.0
+            elif i < -(eps + band_now):
+                hsign[g] = -1.0
             zone = 1.0 - hs * hs  # variance of the sign this tick's voltage has
 
             p00 = P[C00 * n + g]
@@ -445,6 +461,7 @@ cdef class TickKernel:
             T25 = T - 25.0
             dudt = interp_slope(dudt_t, n_dudt, z, &dslope)
             if new_v:
+                vsign[g] = hs  # the sign this sample has (the slow kernel's resistance steps)
                 # --- inputs: plausible, not stuck
                 v = volt[g]
                 plausible = isfinite(v) and v >= v_lo and v <= v_hi
@@ -660,7 +677,7 @@ cdef class SlowKernel:
         self.volt = dptr(cell_voltage_V, n, "cell_voltage_V", owners)
         self.x = dptr(s.x, NX * n, "x", owners)
         self.cov = dptr(s.cov, NCOV * n, "cov", owners)
-        self.hsign = dptr(s.hysteresis_sign, n, "hysteresis_sign", owners)
+        self.hsign = dptr(s.voltage_sign, n, "voltage_sign", owners)  # the sign of the last sample
         self.cap = dptr(s.capacity_cell_Ah, n, "capacity_cell_Ah", owners)
         self.rscale = dptr(s.resistance_scale, n, "resistance_scale", owners)
         self.rvar = dptr(s.resistance_var, n, "resistance_var", owners)

@@ -36,7 +36,7 @@ from .._est_layout import (COV_INDEX, EST_ARRHENIUS_REFRESH_K, N_COV, N_HORIZONS
                            TU_SOP_HEAT_J_PER_K, TU_SOP_REFINE, TU_SOP_TEMP_FRACTION, TU_STUCK_SAMPLES,
                            TU_STUCK_V, TU_T_GATE_K, TU_T_HI, TU_T_LO, TU_V_HI, TU_V_LO, X_BIAS, X_HYST,
                            X_SOC, X_V1, X_V2)
-from .._est_layout import EST_IEKF_DSOC, EST_IEKF_ITERATIONS, EST_R_SOC_SIGMA_MAX, S_SOP_NEXT, SOP_MAX_RISE_K, SOP_WARM_ITERATIONS, TU_BIAS_MAX, TU_R_MIN_DI, TU_REOPEN, TU_SOP_R_K, TU_SOP_R_SIGMA
+from .._est_layout import S_SIGN_I, TU_SIGN_TAU, EST_IEKF_DSOC, EST_IEKF_ITERATIONS, EST_R_SOC_SIGMA_MAX, S_SOP_NEXT, SOP_MAX_RISE_K, SOP_WARM_ITERATIONS, TU_BIAS_MAX, TU_R_MIN_DI, TU_REOPEN, TU_SOP_R_K, TU_SOP_R_SIGMA
 from .._layout import HYSTERESIS_SIGN_C_RATE
 from ..errors import InputError
 
@@ -168,6 +168,13 @@ class TickKernel:
         i = current_A / c.n_parallel if cur_ok else 0.0
         sc[S_CURRENT] = i
         sc[S_CURRENT_VALID] = 1.0 if cur_ok else 0.0
+        # the current that decides the instantaneous-hysteresis sign, low-passed over TU_SIGN_TAU: the
+        # plant's sign follows the true current, and single samples' noise tails would cross the band
+        lp_a = one_minus_exp_neg(dt / tu[TU_SIGN_TAU]) if tu[TU_SIGN_TAU] > 0 else 1.0
+        if cur_ok:
+            sc[S_SIGN_I] = sc[S_SIGN_I] + lp_a * (i - sc[S_SIGN_I])
+        i_sign = float(sc[S_SIGN_I])
+        ai_sign = abs(i_sign)
         dt_h = dt / 3600.0
         a1, a2 = math.exp(-dt / c.tau1), math.exp(-dt / c.tau2)
         b1, b2 = 1.0 - a1, 1.0 - a2
@@ -210,12 +217,20 @@ class TickKernel:
         # added to the measurement noise. This tick's voltage still has the sign of before the tick.
         hs = s.hysteresis_sign.copy()
         eps = HYSTERESIS_SIGN_C_RATE * s.capacity_cell_Ah
+        # the persistent current errors (offset, gain) make the band; the low-passed current's noise (one
+        # sample per tick) only counts beyond 4 sigma: the largest chance seen over a long rest near the
+        # threshold would otherwise be a far tail of the noise, not a crossing
         band = tu[TU_SIGN_BAND]
-        p_cross = np.minimum(np.maximum((ai - (eps - band)) / (2.0 * band), 0.0), 1.0)
+        lp_noise = 4.0 * tu[TU_SIG_I] * math.sqrt(lp_a / (2.0 - lp_a))
+        p_cross = np.minimum(np.maximum((ai_sign - (eps - band) - lp_noise) * (1.0 / (2.0 * band)), 0.0), 1.0)
         # the current error is mostly persistent (offset, gain): the chance that the plant's sign has
         # flipped is the largest crossing chance seen, not a sum over ticks
-        s.hysteresis_sign[:] = np.where(i > 0, np.maximum(hs, 2.0 * p_cross - 1.0),
-                                        np.where(i < 0, np.minimum(hs, 1.0 - 2.0 * p_cross), hs))
+        s.hysteresis_sign[:] = np.where(i_sign > 0, np.maximum(hs, 2.0 * p_cross - 1.0),
+                                        np.where(i_sign < 0, np.minimum(hs, 1.0 - 2.0 * p_cross), hs))
+        # a current beyond the band even as a single sample has crossed, whatever the low-passed one says
+        band_now = tu[TU_SIGN_BAND] + 4.0 * tu[TU_SIG_I]
+        s.hysteresis_sign[:] = np.where(i > eps + band_now, 1.0,
+                                        np.where(i < -(eps + band_now), -1.0, s.hysteresis_sign))
         zone = 1.0 - hs * hs  # the variance of the sign this tick's voltage has
 
         A = (1.0, a1, a2, ah, 1.0)
@@ -236,6 +251,7 @@ class TickKernel:
         T25 = T - 25.0
         dudt, dslope = interp_slope(c.dudt, z)
         if new_voltage:
+            s.voltage_sign[:] = hs  # the sign this sample has (the slow kernel's resistance steps)
             v = self.volt.astype(np.float64)
             plausible = np.isfinite(v) & (v >= tu[TU_V_LO]) & (v <= tu[TU_V_HI])
             same = v == s.voltage_last_V
@@ -395,7 +411,9 @@ class SlowKernel:
         valid = s.valid.astype(bool)
 
         # --- resistance: voltage step against current step, RC relaxation from the model
-        m_now = interp_uniform(c.ocv, z) + T25 * interp_uniform(c.dudt, z) + c.m_dyn * h - c.m0 * s.hysteresis_sign
+        # the model voltage with the instantaneous-hysteresis sign the last sample had (a step that flips it
+        # would otherwise read 2 M0 as resistance)
+        m_now = interp_uniform(c.ocv, z) + T25 * interp_uniform(c.dudt, z) + c.m_dyn * h - c.m0 * s.voltage_sign
         rs = s.resistance_scale
         e1, e2 = math.exp(-elapsed / c.tau1), math.exp(-elapsed / c.tau2)
         r1 = c.r1_25 * s.arrhenius_r1 * sf * rs
