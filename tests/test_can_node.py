@@ -14,7 +14,7 @@ from can_support import Peer, codec, no_leaked_buses_or_threads  # noqa: F401
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bms.can import BusError, BusFailure, CanNode, dbc_text, open_bus
+from bms.can import BusError, BusFailure, CanNode, Frame, dbc_text, open_bus
 from bms.emulator import Emulator
 
 DT = 0.01
@@ -374,3 +374,38 @@ def test_ctrl_c_stops_serve_cleanly_with_logs_flushed(tmp_path):
     for log in logs:
         with can.LogReader(str(log)) as reader:
             assert len(list(reader)) >= 20, log
+
+
+def test_frames_cross_the_virtual_bus_as_independent_equal_copies(request):
+    channel = channel_name(request)
+    sender = can.Bus(interface="virtual", channel=channel, preserve_timestamps=True)
+    receiver = can.Bus(interface="virtual", channel=channel, preserve_timestamps=True)
+    try:
+        frame = Frame.build(0x123, b"\x01\x02\x03", timestamp=1.25)
+        reference = can.Message(arbitration_id=0x123, data=b"\x01\x02\x03", is_extended_id=False, is_rx=False,
+                                timestamp=1.25)
+        assert frame.equals(reference) and isinstance(frame, can.Message)
+        sender.send(frame)
+        got = receiver.recv(0)
+        assert isinstance(got, Frame) and got is not frame and got.data is not frame.data
+        assert got.equals(frame, timestamp_delta=0.0, check_channel=False, check_direction=False)
+        assert got.is_rx and not frame.is_rx and got.channel == channel and frame.channel is None
+        got.data[0] = 0xFF  # the copy owns its data
+        assert frame.data[0] == 0x01
+    finally:
+        sender.shutdown()
+        receiver.shutdown()
+
+
+def test_step_runs_the_same_ticks_as_run_for(request, tmp_path):
+    """CanNode.step (what the harness calls every tick) and run_for(dt) write the same log."""
+    logs = []
+    for way in ("run_for", "step"):
+        log = tmp_path / f"{way}.blf"
+        node = CanNode(make_emulator(), channel=f"{channel_name(request)}-{way}", log=log)
+        for _ in range(150):
+            node.step() if way == "step" else node.run_for(DT)
+        report = node.close()
+        assert report.ticks == 150 and report.stop_reason == "duration reached"
+        logs.append(log.read_bytes())
+    assert logs[0] == logs[1]

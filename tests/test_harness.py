@@ -140,3 +140,66 @@ def test_replay_names_bad_inputs(tmp_path):
     mapping_path.write_text('[demand]\ncurrent_A = { message = "HV_POWER", signal = "HvBattCurrent" }\n')
     with pytest.raises(ReplayError, match="corrupt.blf"):
         read_recording(corrupt, dbc, load_mapping(mapping_path))
+
+
+def test_lockstep_runs_of_a_scenario_write_identical_logs(tmp_path):
+    """Same scenario, same seed: the bus log (BLF, frames and timestamps) and the recording are identical."""
+    scenario = load_scenario("default")
+    logs, recordings = [], []
+    for run in range(2):
+        log = tmp_path / f"run{run}.blf"
+        result = run_scenario(scenario, out_dir=None, mode="lockstep", max_sim_s=20.0,
+                              can_options={"log": [str(log)]})
+        logs.append(log.read_bytes())
+        recordings.append(result.recording)
+    assert logs[0] == logs[1]
+    a, b = recordings
+    assert np.array_equal(a.time_s, b.time_s) and a.events == b.events
+    for name in a.signals:
+        assert np.array_equal(a.signals[name], b.signals[name], equal_nan=True), name
+    frames = list(can.BLFReader(str(tmp_path / "run0.blf")))
+    assert frames[0].timestamp == pytest.approx(0.01) and frames[-1].timestamp == pytest.approx(20.0)
+
+
+def test_the_runners_fast_paths_give_what_the_plain_ones_give():
+    from hil.load import LoadProgram
+    from hil.runner import _temperature_at, _temperature_source
+
+    profile = [[0.0, -10.0], [30.0, 5.0], [90.0, 25.0]]
+    for spec in (25.0, -7, profile):
+        constant, at = _temperature_source(spec)
+        for t in (0.0, 0.005, 12.34, 30.0, 61.0, 90.0, 500.0):
+            assert (constant if at is None else at(t)) == _temperature_at(spec, t)
+    scenario = parse_scenario(FAST_PATH, "fast-path.toml")
+    plain, fast = LoadProgram(scenario), LoadProgram(scenario)
+    kinds, k = set(), 0
+    while True:
+        reported = 0.54 + max(0, k - 137_500) * 1e-4  # the charge step ends on the reported SOC
+        a, b = plain.next(reported), fast.next_for(lambda: reported)
+        assert a == b
+        if a is None:
+            break
+        kinds.add(a.mode)
+        k += 1
+    assert kinds == {"power", "rest", "current", "charge"}
+
+
+FAST_PATH = """
+[scenario]
+name = "fast-path"
+initial_soc = 0.5
+[[step]]
+kind = "drive"
+cycle = "udds"
+[[step]]
+kind = "rest"
+duration_s = 2.0
+[[step]]
+kind = "current"
+current_A = 50.0
+duration_s = 1.0
+[[step]]
+kind = "charge"
+target_soc = 0.55
+max_duration_s = 300.0
+"""
