@@ -108,8 +108,10 @@ N_HORIZONS = 3
 # --- flags --------------------------------------------------------------------------------------
 # Arrhenius factors are refreshed when the estimated core temperature has moved this far (K)
 EST_ARRHENIUS_REFRESH_K = 0.05
-# self-heating over an SOP horizon is counted up to this rise (K): beyond, the solve would run away
-SOP_MAX_RISE_K = 5.0
+# self-heating over an SOP horizon is counted up to this rise (K): beyond, the solve would run away. A 10 s
+# pulse at 10C and 45 degC heats the core by ~7 K (at the former 5 K cap the limit was 46 mV short); exp_rise
+# stays within 1e-4 for 10 K down to -40 degC
+SOP_MAX_RISE_K = 10.0
 # resistance tracking waits until the group's SOC filter is this sure (1 sigma): while it converges, its
 # corrections to SOC, RC and hysteresis states would read as resistance
 EST_R_SOC_SIGMA_MAX = 0.01
