@@ -29,7 +29,7 @@ def main() -> None:
             cpu = time.process_time()
             result = run_scenario(scenario, out_dir=Path(folder) / mode, mode=mode, plots=False,
                                   max_sim_s=args.max_sim_s, can_options=options)
-            cpu = time.process_time() - cpu  # every thread of the process (the log writer too), reports included
+            cpu = time.process_time() - cpu  # every thread (the log writer too), reports included
             s = result.summary
             out[mode] = {"simulated_s": round(s["simulated_s"], 1), "wall_s": round(s["wall_s"], 2),
                          "realtime_factor": round(s["realtime_factor"], 1),

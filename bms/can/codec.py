@@ -373,9 +373,9 @@ class MessageCodec:
             raise CodecError(f"{self.name}: {exc}") from None
 
     def signal_decoder(self, name: str):
-        """A reader of one signal: ``f(data)`` gives its physical value, the same number ``decode(data)[name]``
-        gives, without decoding the rest of the frame or checking the length (for a reader that knows the
-        frame is this message and wants one or two signals of it every tick)."""
+        """A reader of one signal: ``f(data)`` gives its physical value, the same number as
+        ``decode(data)[name]``, without decoding the rest of the frame or checking the length (for a reader
+        that knows the frame is this message and wants one or two signals of it every tick)."""
         spec = self.signals.get(name)
         if spec is None:
             raise CodecError(f"{self.name}: no signal {name!r}; signals are {sorted(self.signals)}")
