@@ -74,7 +74,7 @@ class LoadProgram:
         self._index += 1
         self._tick_in_step = 0
         self._profile = None
-        self._power = self._speed = None  # power and speed per tick as lists of floats (drive, power profiles)
+        self._power = self._speed = None  # per-tick power and speed as float lists (drive, power profiles)
         if self.finished:
             return
         step = self.scenario.steps[self._index]

@@ -16,7 +16,8 @@ from .scheduler import Scheduler
 __all__ = [
     "Codec", "MessageCodec", "E2E", "DbcError", "CodecError", "crc8_j1850", "load_dbc", "dbc_text",
     "VirtualClock", "WallClock", "Scheduler", "LogWriter", "LogError", "CycleStats", "SUPPORTED_LOG_SUFFIXES",
-    "CanNode", "Frame", "RunReport", "BusError", "BusFailure", "open_bus", "DEFAULT_INTERFACE", "DBC_RESOURCE",
+    "CanNode", "Frame", "RunReport", "BusError", "BusFailure", "open_bus", "DEFAULT_INTERFACE",
+    "DBC_RESOURCE",
 ]
 
 
