@@ -10,7 +10,9 @@ Every tick, for every series group (compiled kernel ``TickKernel``):
     noisy) is flagged in ``input_valid`` and not used;
   * an extended Kalman filter per group on the same kind of model as the plant, with nominal parameters:
     states SOC, the two RC voltages, the Plett hysteresis state and the channel's voltage bias;
-    covariance in Joseph form with a variance floor, innovations gated, 3 sigma reported;
+    covariance in Joseph form with a variance floor, innovations gated, 3 sigma reported; an SOC
+    correction that reaches across a bend of the OCV is re-linearised (iterated EKF); the instantaneous
+    hysteresis sign follows the low-passed pack current, uncertain (and so noisier) near its threshold;
   * the heat each group generates (from the filter's overpotentials) and a two-node thermal observer
     (core, surface) whose coolant temperature is estimated at each sensor and interpolated between sensors
     along the module; steady-state Kalman gains for the sensor's sample period.
