@@ -63,7 +63,7 @@ TU_BIAS_MAX = 36        # V, the channel bias estimate is kept within +-this (th
 TU_R_MIN_DI = 37        # A per cell: smallest current step between slow updates used for resistance tracking
 TU_SOP_R_SIGMA = 38     # relative 1 sigma of a group's resistance against the model (cell spread, per group)
 TU_SOP_R_K = 39         # the SOP solve assumes each group's resistance this many sigmas above its estimate
-TU_SIGN_TAU = 40        # s, time constant of the low-passed current that decides the hysteresis sign (0: none)
+TU_SIGN_TAU = 40        # s, time constant of the low-passed current deciding the hysteresis sign (0: none)
 N_TUNING = 41
 
 # --- pack scalars (EstimatorState.scalars) ------------------------------------------------------

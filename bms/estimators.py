@@ -58,15 +58,15 @@ class EstimatorTuning:
     current_offset_A: float | None = None         # 1 sigma of the current-sensor offset
     current_gain_error: float | None = None       # 1 sigma of the current-sensor gain error
     capacity_error_rel: float | None = None       # 1 sigma of a group's capacity against nominal
-    rc_input_error_rel: float = 0.1               # a group's R1, R2 against the nominal ones: the RC states'
-                                                  # error is kept at this share of r * i (stationary); the cell
-                                                  # spread (5 % / sqrt(2)) at 2 sigma for the worst of many
-                                                  # groups, and the Arrhenius law off by a 0.5 K core
-                                                  # temperature error in the cold (about 4 %)
+    # a group's R1, R2 against the nominal ones: the RC states' error is kept at this share of r * i
+    # (stationary); the cell spread (5 % / sqrt(2)) at 2 sigma for the worst of many groups, and the
+    # Arrhenius law off by a 0.5 K core-temperature error in the cold (about 4 %)
+    rc_input_error_rel: float = 0.1
     rc_random_walk_V2_per_s: float = 1e-9
     hysteresis_process: float = 0.01
-    sign_current_tau_s: float = 0.2               # the instantaneous-hysteresis sign is decided on the current
-                                                  # low-passed over this time (the plant's follows the true one)
+    # the instantaneous-hysteresis sign is decided on the current low-passed over this time (the plant's
+    # follows the true current)
+    sign_current_tau_s: float = 0.2
     bias_random_walk_V2_per_s: float = 1e-12
     gate_sigma: float = 8.0
     gate_floor_V: float = 0.05

@@ -355,7 +355,8 @@ cdef class TickKernel:
         cdef double a1 = exp(-dt / c.tau1), a2 = exp(-dt / c.tau2)
         cdef double b1 = 1.0 - a1, b2 = 1.0 - a2
         # an RC pair's error from a resistance off by sig_rc: stationary variance (sig_rc r i)^2
-        cdef double w1 = sqrt(one_minus_exp_neg(2.0 * dt / c.tau1)), w2 = sqrt(one_minus_exp_neg(2.0 * dt / c.tau2))
+        cdef double w1 = sqrt(one_minus_exp_neg(2.0 * dt / c.tau1))
+        cdef double w2 = sqrt(one_minus_exp_neg(2.0 * dt / c.tau2))
         cdef double dq = i * dt_h
         if i < 0:
             dq = dq * c.ce

@@ -36,7 +36,9 @@ from .._est_layout import (COV_INDEX, EST_ARRHENIUS_REFRESH_K, N_COV, N_HORIZONS
                            TU_SOP_HEAT_J_PER_K, TU_SOP_REFINE, TU_SOP_TEMP_FRACTION, TU_STUCK_SAMPLES,
                            TU_STUCK_V, TU_T_GATE_K, TU_T_HI, TU_T_LO, TU_V_HI, TU_V_LO, X_BIAS, X_HYST,
                            X_SOC, X_V1, X_V2)
-from .._est_layout import S_SIGN_I, TU_SIGN_TAU, EST_IEKF_DSOC, EST_IEKF_ITERATIONS, EST_R_SOC_SIGMA_MAX, S_SOP_NEXT, SOP_MAX_RISE_K, SOP_WARM_ITERATIONS, TU_BIAS_MAX, TU_R_MIN_DI, TU_REOPEN, TU_SOP_R_K, TU_SOP_R_SIGMA
+from .._est_layout import (EST_IEKF_DSOC, EST_IEKF_ITERATIONS, EST_R_SOC_SIGMA_MAX, S_SIGN_I, S_SOP_NEXT,
+                           SOP_MAX_RISE_K, SOP_WARM_ITERATIONS, TU_BIAS_MAX, TU_R_MIN_DI, TU_REOPEN, TU_SIGN_TAU,
+                           TU_SOP_R_K, TU_SOP_R_SIGMA)
 from .._layout import HYSTERESIS_SIGN_C_RATE
 from ..errors import InputError
 
