@@ -43,6 +43,8 @@ cdef int TU_T_HI = L.TU_T_HI, TU_T_LO = L.TU_T_LO, TU_V_HI = L.TU_V_HI, TU_V_LO 
 from bms._layout import HYSTERESIS_SIGN_C_RATE
 from bms.errors import InputError
 
+include "binding.pxi"
+
 cdef double KELVIN = 273.15
 cdef double MAX_RISE_K = L.SOP_MAX_RISE_K
 cdef double T_REF_K = 298.15
@@ -139,29 +141,10 @@ cdef inline double dmax(double a, double b) noexcept nogil:
     return a if a > b else b
 
 
-cdef double* dptr(object arr, Py_ssize_t n, str name, list owners) except NULL:
-    """Raw pointer into a contiguous float64 array of length n that ``owners`` keeps alive."""
-    cdef double[::1] view = arr
-    if view.shape[0] != n:
-        raise InputError(name, f"{n} values", view.shape[0])
-    owners.append(arr)
-    return &view[0]
 
 
-cdef unsigned char* uptr(object arr, Py_ssize_t n, str name, list owners) except NULL:
-    cdef unsigned char[::1] view = arr
-    if view.shape[0] != n:
-        raise InputError(name, f"{n} values", view.shape[0])
-    owners.append(arr)
-    return &view[0]
 
 
-cdef long long* lptr(object arr, Py_ssize_t n, str name, list owners) except NULL:
-    cdef long long[::1] view = arr
-    if view.shape[0] != n:
-        raise InputError(name, f"{n} values", view.shape[0])
-    owners.append(arr)
-    return &view[0]
 
 
 cdef struct CellC:

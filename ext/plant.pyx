@@ -13,6 +13,8 @@ from bms._layout import (ARRHENIUS_MAX_C, ARRHENIUS_MIN_C, ARRHENIUS_REFRESH_K, 
                          PACK_CURRENT, PACK_CURRENT_PEAK, N_SCALARS, MAIN_POSITIVE, MAIN_NEGATIVE, PRECHARGE)
 from bms.errors import InputError
 
+include "binding.pxi"
+
 cdef double KELVIN = 273.15
 cdef double T_REF_K = 298.15
 cdef double R_GAS = 8.314462618
@@ -52,21 +54,8 @@ cdef inline double rc_heat_J_ohm(double v0, double i, double r, double k_cross, 
     return A * A * dt + 2.0 * A * B * k_cross + B * B * k_decay
 
 
-cdef double* dptr(object arr, Py_ssize_t n, str name, list owners) except NULL:
-    """Raw pointer into a contiguous float64 array of length n that ``owners`` keeps alive."""
-    cdef double[::1] view = arr
-    if view.shape[0] != n:
-        raise InputError(name, f"{n} values", view.shape[0])
-    owners.append(arr)
-    return &view[0]
 
 
-cdef unsigned char* uptr(object arr, Py_ssize_t n, str name, list owners) except NULL:
-    cdef unsigned char[::1] view = arr
-    if view.shape[0] != n:
-        raise InputError(name, f"{n} values", view.shape[0])
-    owners.append(arr)
-    return &view[0]
 
 
 cdef class PlantKernel:

@@ -10,6 +10,8 @@ from libc.math cimport exp, fabs, isfinite, NAN, INFINITY
 from bms import _protection as L
 from bms._layout import MAIN_POSITIVE, MAIN_NEGATIVE
 from bms.errors import InputError
+
+include "binding.pxi"
 from bms.faults import Protection as P, N_PROTECTIONS
 
 cdef double TOLERANCE_S = 1e-9
@@ -114,21 +116,8 @@ cdef inline void reset4(double* tm, unsigned char* lv) noexcept nogil:
     lv[0] = 0
 
 
-cdef double* dptr(object arr, Py_ssize_t n, str name, list owners) except NULL:
-    """Raw pointer into a contiguous float64 array of n values that ``owners`` keeps alive."""
-    cdef double[::1] view = arr.reshape(-1)
-    if view.shape[0] != n:
-        raise InputError(name, f"{n} values", view.shape[0])
-    owners.append(arr)
-    return &view[0]
 
 
-cdef unsigned char* uptr(object arr, Py_ssize_t n, str name, list owners) except NULL:
-    cdef unsigned char[::1] view = arr.reshape(-1)
-    if view.shape[0] != n:
-        raise InputError(name, f"{n} values", view.shape[0])
-    owners.append(arr)
-    return &view[0]
 
 
 cdef class ProtectionKernel:

@@ -7,17 +7,13 @@ from bms._layout import (SAMPLE_TIME_TOLERANCE_S, FAULT_OPEN_WIRE, FAULT_STUCK, 
                          PACK_VOLTAGE, PACK_CURRENT)
 from bms.errors import InputError
 
+include "binding.pxi"
+
 cdef int F_OPEN = FAULT_OPEN_WIRE, F_STUCK = FAULT_STUCK, F_DRIFT = FAULT_DRIFT, F_OFFSET = FAULT_OFFSET
 cdef double TOLERANCE_S = SAMPLE_TIME_TOLERANCE_S
 cdef int I_LINK = LINK_VOLTAGE, I_PACK_V = PACK_VOLTAGE, I_CURRENT = PACK_CURRENT
 
 
-cdef double* dptr(object arr, Py_ssize_t n, str name, list owners) except NULL:
-    cdef double[::1] view = arr
-    if view.shape[0] != n:
-        raise InputError(name, f"{n} values", view.shape[0])
-    owners.append(arr)
-    return &view[0]
 
 
 cdef class SensorKernel:
@@ -68,15 +64,9 @@ cdef class SensorKernel:
         self.n_noise = sensors.noise.shape[0]
         self.noise = dptr(sensors.noise, self.n_noise, "noise", owners)
         self.cursor = dptr(sensors.noise_cursor, 1, "noise_cursor", owners)
-        cdef unsigned char[::1] mode = sensors.fault_mode
-        cdef unsigned char[::1] closed = plant.contactor_closed
-        cdef long long[::1] cells = sensors.temperature_cell
-        if mode.shape[0] != n:
-            raise InputError("fault_mode", f"{n} values", mode.shape[0])
-        self.fault_mode = &mode[0]
-        self.closed = &closed[0]
-        self.temp_cell = &cells[0]
-        owners += [sensors.fault_mode, plant.contactor_closed, sensors.temperature_cell]
+        self.fault_mode = uptr(sensors.fault_mode, n, "fault_mode", owners)
+        self.closed = uptr(plant.contactor_closed, 3, "contactor_closed", owners)
+        self.temp_cell = lptr(sensors.temperature_cell, self.n_temp, "temperature_cell", owners)
         self.v_group = dptr(plant.group_voltage_V, pack.n_series, "group_voltage_V", owners)
         self.t_surf = dptr(plant.temp_surface_C, pack.n_series * pack.n_parallel, "temp_surface_C", owners)
         self.scalars = dptr(plant.scalars, plant.scalars.shape[0], "scalars", owners)
