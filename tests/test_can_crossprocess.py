@@ -9,6 +9,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import sys
 import time
 import uuid
@@ -21,7 +22,6 @@ from can_support import Peer, codec, no_leaked_buses_or_threads  # noqa: F401
 from bms.can import BusError, CanNode
 from bms.emulator import Emulator
 
-ROOT = Path(__file__).resolve().parents[1]
 GROUP = "239.74.163.2"
 
 
@@ -66,7 +66,8 @@ def _vcu_log(path: Path, seconds: float) -> None:
 
 def _popen(ns, args, **kw):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, *args], cwd=ROOT, env=env,
+    # run outside the source tree so the installed package (with its compiled kernels) is imported
+    return subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, *args], cwd=tempfile.gettempdir(), env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
