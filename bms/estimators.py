@@ -35,8 +35,7 @@ from ._est_layout import (COV_INDEX, N_COV, N_HORIZONS, N_SCALARS, N_SOP, N_THER
                           S_CURRENT_VALID, S_ENERGY_KWH, S_ENERGY_USABLE_KWH, S_GATED, SOP_CHARGE_A,
                           SOP_CHARGE_GROUP, SOP_CHARGE_MODEL_A, SOP_CHARGE_W, SOP_DISCHARGE_A,
                           SOP_DISCHARGE_GROUP, SOP_DISCHARGE_MODEL_A, SOP_DISCHARGE_W, SOP_HORIZONS_S,
-                          STATE_NAMES, TH_K_COOLANT, TH_K_CORE, TH_K_SURFACE, X_BIAS, X_HYST, X_SOC, X_V1,
-                          X_V2)
+                          STATE_NAMES, TH_K_COOLANT, TH_K_CORE, TH_K_SURFACE, X_SOC)
 from . import _est_layout as L
 from .errors import InputError, ParameterError
 from .params import PackParams, load_pack

@@ -41,21 +41,19 @@ class RunResult:
         return self.summary["passed"]
 
 
-def _temperature_at(spec, t_s: float) -> float:
-    if isinstance(spec, list):
-        times, temps = zip(*spec)
-        return float(np.interp(t_s, times, temps))
-    return float(spec)
-
-
 def _temperature_source(spec):
-    """``(constant, None)`` for a constant temperature, ``(None, f(t_s))`` for a profile (what
-    ``_temperature_at`` gives, with the profile's arrays built once)."""
+    """``(constant, None)`` for a constant temperature, ``(None, f(t_s))`` for a [[time_s, temp_C], …]
+    profile (its arrays built once, so the per-tick call is cheap)."""
     if not isinstance(spec, list):
         return float(spec), None
     times, temps = (np.asarray(a, dtype=float) for a in zip(*spec))
     interp = np.interp
     return None, lambda t_s: float(interp(t_s, times, temps))
+
+
+def _start_temperature(spec) -> float:
+    constant, profile = _temperature_source(spec)
+    return constant if profile is None else profile(0.0)
 
 
 class _FaultTimeline:
@@ -171,7 +169,7 @@ def build_emulator(scenario: Scenario) -> Emulator:
             raise ScenarioError(scenario.source, None, f"bms.{exc.key}", f"expected {exc.expected}, found "
                                 f"{exc.found!r}" + (f" ({exc.hint})" if exc.hint else "")) from exc
     return Emulator(params, seed=scenario.seed, initial_soc=scenario.initial_soc,
-                    temp_C=_temperature_at(scenario.ambient_C, 0.0), dt_s=scenario.dt_s, config=config)
+                    temp_C=_start_temperature(scenario.ambient_C), dt_s=scenario.dt_s, config=config)
 
 
 def run_scenario(scenario: Scenario, *, out_dir: str | Path | None = None, mode: str = "headless",

@@ -163,13 +163,18 @@ def test_lockstep_runs_of_a_scenario_write_identical_logs(tmp_path):
 
 def test_the_runners_fast_paths_give_what_the_plain_ones_give():
     from hil.load import LoadProgram
-    from hil.runner import _temperature_at, _temperature_source
+    from hil.runner import _temperature_source
+
+    def temperature_at(spec, t):  # the plain reading of a constant or a [[time_s, temp_C], ...] profile
+        if isinstance(spec, list):
+            return float(np.interp(t, [p[0] for p in spec], [p[1] for p in spec]))
+        return float(spec)
 
     profile = [[0.0, -10.0], [30.0, 5.0], [90.0, 25.0]]
     for spec in (25.0, -7, profile):
         constant, at = _temperature_source(spec)
         for t in (0.0, 0.005, 12.34, 30.0, 61.0, 90.0, 500.0):
-            assert (constant if at is None else at(t)) == _temperature_at(spec, t)
+            assert (constant if at is None else at(t)) == temperature_at(spec, t)
     scenario = parse_scenario(FAST_PATH, "fast-path.toml")
     plain, fast = LoadProgram(scenario), LoadProgram(scenario)
     kinds, k = set(), 0

@@ -23,8 +23,8 @@ import math
 
 import numpy as np
 
-from .._est_layout import (COV_INDEX, EST_ARRHENIUS_REFRESH_K, N_COV, N_HORIZONS, N_SOP, N_THERMAL,
-                           N_TUNING, N_X, S_ACC_IDT, S_ACC_IMAX, S_ACC_Q, S_ACC_T, S_AH, S_CURRENT,
+from .._est_layout import (COV_INDEX, EST_ARRHENIUS_REFRESH_K, N_COV, N_HORIZONS, N_SOP, N_X, S_ACC_IDT,
+                           S_ACC_IMAX, S_ACC_Q, S_ACC_T, S_AH, S_CURRENT,
                            S_CURRENT_VALID, S_ENERGY_KWH, S_ENERGY_USABLE_KWH, S_GATED, S_REST_S,
                            S_SLOW_PREV_I, S_SLOW_PREV_SET, S_TICKS, SOP_CHARGE_A, SOP_CHARGE_GROUP,
                            SOP_CHARGE_MODEL_A, SOP_CHARGE_W, SOP_DISCHARGE_A, SOP_DISCHARGE_GROUP,
