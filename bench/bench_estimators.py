@@ -4,9 +4,14 @@ Drives bms.Pack + bms.SensorLayer (realistic mismatch: the preset's cell spread 
 offset 0.2 A and gain error 0.5 %, 1 mV cell-voltage noise, +-2 mV channel offsets, +-1 K temperature
 sensors) and bms.estimators.PackEstimator (nominal parameters, sensors only). Prints JSON.
 
-    python bench/bench_estimators.py                 # everything, a few minutes
-    python bench/bench_estimators.py --quick         # shorter cycles, fewer cases (about a minute)
-    python bench/bench_estimators.py --only speed    # one section: accuracy, convergence, sop, soh, speed
+    python bench/bench_estimators.py                 # everything (the cold seeds alone: ~6 min on 2 busy cores)
+    python bench/bench_estimators.py --quick         # shorter cycles, fewer cases and seeds (a few minutes)
+    python bench/bench_estimators.py --only speed    # one section: accuracy, cold, convergence, sop, soh, speed
+    python bench/bench_estimators.py --only cold --cold-seeds 0 1 2 3 4 5 6 7
+
+The ``cold`` section drives an hour at -10 degC (WLTC twice) once per seed (each seed draws another
+pack: cell spread, sensor offsets and noise) and reports every seed, the worst one and whether every seed
+meets the targets; ``accuracy`` is the cycle x temperature table for ``--seed``.
 
 Accuracy figures are taken after a convergence window (--converge-s, default 120 s) and sampled every
 second over all 192 groups; core temperature over the whole run.
@@ -20,8 +25,7 @@ import time
 
 import numpy as np
 
-from bms import Pack, SensorLayer, load_pack
-from bms import _kernels
+from bms import Pack, SensorLayer, _kernels, load_pack
 from bms.estimators import PackEstimator
 from hil.cycles import load_cycle
 from hil.drive import precharge_and_close
@@ -37,20 +41,44 @@ def _group_truth(pack):
     return pack.group_soc, core
 
 
-def _setup(params, soc, temp_C, seed, kernels=None):
+KEY_ON_S = 0.5  # contactors open after wake-up (the emulator's BMS: self-check, then STANDBY)
+
+
+def _setup(params, soc, temp_C, seed, kernels=None, **estimator_kw):
+    """Pack, sensors and estimator from key-on, as in a vehicle: the estimator wakes with the contactors
+    open (it initialises and takes the current sensor's zero), then the pack precharges and closes.
+    Returns the pack, the sensors, the estimator and the time of the close."""
     rng = np.random.default_rng(seed)
     pack = Pack(params, initial_soc=soc, temp_C=temp_C, seed=rng, kernels=kernels)
     sensors = SensorLayer(pack, seed=rng, kernels=kernels)
-    precharge_and_close(pack, DT, coolant_C=temp_C)
     sensors.sample(0.0)
-    return pack, sensors
+    est = PackEstimator(params, sensors, kernels=kernels, **estimator_kw)
+    t = 0.0
+
+    def tick():
+        nonlocal t
+        t += DT
+        pack.step(DT, 0.0, temp_C)
+        sensors.sample(t)
+        est.update(t, DT)
+
+    for _ in range(int(round(KEY_ON_S / DT))):
+        tick()
+    pack.command_contactors(main_negative=True, precharge=True)
+    while pack.link_voltage_V < 0.95 * pack.pack_voltage_V:
+        tick()
+        if t > KEY_ON_S + 2.0:
+            raise RuntimeError("precharge did not reach 95 % within 2 s")
+    pack.command_contactors(main_positive=True)
+    tick()
+    pack.command_contactors(precharge=False)
+    return pack, sensors, est, t
 
 
 def drive_case(params, cycle_name, temp_C, *, soc=0.8, repeat=1, seconds=None, seed=0, initial_soc=None,
                converge_s=120.0):
     """One cycle at one temperature: SOC and core-temperature error statistics."""
-    pack, sensors = _setup(params, soc, temp_C, seed)
-    est = PackEstimator(params, sensors, initial_soc=initial_soc)
+    pack, sensors, est, t0 = _setup(params, soc, temp_C, seed, initial_soc=initial_soc)
     power, _ = power_profile(load_cycle(cycle_name).repeated(repeat), Vehicle(), DT)
     if seconds:
         power = power[:int(seconds / DT)]
@@ -58,10 +86,10 @@ def drive_case(params, cycle_name, temp_C, *, soc=0.8, repeat=1, seconds=None, s
     first = None
     step, sample, update = pack.step, sensors.sample, est.update
     for k, p_W in enumerate(power):
-        t = (k + 1) * DT
+        t = (k + 1) * DT  # drive time; the estimator's clock also counts the key-on before it
         step(DT, p_W / max(pack.link_voltage_V, 1.0), temp_C)
-        sample(t)
-        update(t, DT)
+        sample(t0 + t)
+        update(t0 + t, DT)
         if k % 100 == 99:
             soc_true, core_true = _group_truth(pack)
             e = est.group_soc - soc_true
@@ -88,17 +116,38 @@ def drive_case(params, cycle_name, temp_C, *, soc=0.8, repeat=1, seconds=None, s
     }
 
 
+TARGETS = {"soc_rms_pct": 0.5, "soc_max_pct": 1.5}
+
+
+def cold_seeds(params, seeds, *, seconds=None, converge_s=120.0):
+    """An hour at -10 degC (WLTC twice) for every seed: each seed's SOC figures, the worst seed, the verdict."""
+    rows = []
+    for seed in seeds:
+        start = time.perf_counter()
+        row = drive_case(params, "wltc", -10.0, repeat=2, seconds=seconds, seed=seed, converge_s=converge_s)
+        rows.append({"seed": seed, **row, "wall_s": round(time.perf_counter() - start, 1)})
+    worst_max = max(rows, key=lambda r: r["soc_max_pct"])
+    worst_rms = max(rows, key=lambda r: r["soc_rms_pct"])
+    return {"cases": rows, "seeds": list(seeds),
+            "worst_seed_by_max": {"seed": worst_max["seed"], "soc_max_pct": worst_max["soc_max_pct"],
+                                  "soc_rms_pct": worst_max["soc_rms_pct"]},
+            "worst_seed_by_rms": {"seed": worst_rms["seed"], "soc_max_pct": worst_rms["soc_max_pct"],
+                                  "soc_rms_pct": worst_rms["soc_rms_pct"]},
+            "targets": TARGETS,
+            "every_seed_within_targets": all(r["soc_max_pct"] <= TARGETS["soc_max_pct"]
+                                             and r["soc_rms_pct"] <= TARGETS["soc_rms_pct"] for r in rows)}
+
+
 def convergence_case(params, true_soc, offset, *, seconds=120.0, temp_C=25.0, seed=3):
     """Start the estimator ``offset`` away from the truth; error after ``seconds`` of UDDS."""
-    pack, sensors = _setup(params, true_soc, temp_C, seed)
-    est = PackEstimator(params, sensors, initial_soc=true_soc + offset)
+    pack, sensors, est, t0 = _setup(params, true_soc, temp_C, seed, initial_soc=true_soc + offset)
     power, _ = power_profile(load_cycle("udds"), Vehicle(), DT)
     trace = {}
     for k in range(int(seconds / DT)):
         t = (k + 1) * DT
         pack.step(DT, power[k] / max(pack.link_voltage_V, 1.0), temp_C)
-        sensors.sample(t)
-        est.update(t, DT)
+        sensors.sample(t0 + t)
+        est.update(t0 + t, DT)
         if k + 1 in (100, 500, 1000, 3000, 6000, int(seconds / DT)):
             trace[f"{t:.0f}s"] = round(100 * float(np.abs(est.group_soc - pack.group_soc).max()), 3)
     return {"true_soc": true_soc, "initial_error_pct": 100 * offset, "max_group_error_pct_at": trace,
@@ -108,9 +157,7 @@ def convergence_case(params, true_soc, offset, *, seconds=120.0, temp_C=25.0, se
 
 def sop_case(params, direction, soc, temp_C, *, horizon_s=10.0, seed=5, rest_s=60.0, which="model"):
     """Rest, read the predicted 10 s limit, drive the plant at it for 10 s: where does the voltage end?"""
-    pack, sensors = _setup(params, soc, temp_C, seed)
-    est = PackEstimator(params, sensors)
-    t = 0.0
+    pack, sensors, est, t = _setup(params, soc, temp_C, seed)
     for _ in range(int(rest_s / DT)):
         t += DT
         pack.step(DT, 1.0, temp_C)
@@ -179,7 +226,8 @@ def soh_case(params, *, capacity_factor=0.9, resistance_factor=1.3, dt=0.1, c_ra
     s = pack.state
     true_r0 = params.cell.r0_ohm / (1.0 / s.r0_scale.reshape(-1, n_p)).sum(1)
     r_err = est.resistance_ohm_estimate / true_r0 - 1.0
-    return {"capacity_factor": capacity_factor, "resistance_factor": resistance_factor, "simulated_h": round(t / 3600, 2),
+    return {"capacity_factor": capacity_factor, "resistance_factor": resistance_factor,
+            "simulated_h": round(t / 3600, 2),
             "dt_s": dt, "c_rate": c_rate, "rest_s": rest_s,
             "capacity_error_pct_mean": round(100 * float(cap_err.mean()), 3),
             "capacity_error_pct_max_abs": round(100 * float(np.abs(cap_err).max()), 3),
@@ -194,7 +242,8 @@ def speed(ticks: int, twin_ticks: int, slow_calls: int) -> dict:
     out = {}
     rng = np.random.default_rng(0)
     currents = rng.normal(40.0, 80.0, max(ticks, twin_ticks)).tolist()
-    for name, kernels, n in (("compiled", _kernels.load("compiled"), ticks), ("twin", _kernels.load("numpy"), twin_ticks)):
+    for name, kernels, n in (("compiled", _kernels.load("compiled"), ticks),
+                             ("twin", _kernels.load("numpy"), twin_ticks)):
         pack = Pack(params, initial_soc=0.6, seed=1, kernels=kernels)
         sensors = SensorLayer(pack, seed=2, kernels=kernels)
         sensors.sample(0.0)
@@ -227,13 +276,14 @@ def speed(ticks: int, twin_ticks: int, slow_calls: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="shorter cycles, fewer cases")
-    parser.add_argument("--only", choices=["accuracy", "convergence", "sop", "soh", "speed"], action="append",
+    parser.add_argument("--only", choices=["accuracy", "cold", "convergence", "sop", "soh", "speed"], action="append",
                         help="run only these sections (repeatable)")
     parser.add_argument("--repeat", type=int, default=1, help="drive each cycle this many times (default 1)")
     parser.add_argument("--converge-s", type=float, default=120.0, help="convergence window, s (default 120)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the accuracy table")
+    parser.add_argument("--cold-seeds", type=int, nargs="+", help="seeds of the cold section (default 0-4; quick: 0 1)")
     args = parser.parse_args()
-    sections = set(args.only or ["accuracy", "convergence", "sop", "soh", "speed"])
+    sections = set(args.only or ["accuracy", "cold", "convergence", "sop", "soh", "speed"])
     params = load_pack("assb60-192s2p")
     result = {"pack": params.name, "groups": params.n_series, "dt_s": DT, "python": platform.python_version(),
               "kernels": _kernels.KERNELS.name}
@@ -254,6 +304,10 @@ def main() -> None:
             "targets": {"soc_rms_pct": 0.5, "soc_max_pct": 1.5, "inside_3sigma_pct": 95.0, "core_temp_rms_K": 0.5,
                         "core_temp_max_K": 1.0},
         }
+    if "cold" in sections:
+        seeds = args.cold_seeds if args.cold_seeds else ([0, 1] if args.quick else [0, 1, 2, 3, 4])
+        result["cold"] = cold_seeds(params, seeds, seconds=600.0 if args.quick else None,
+                                    converge_s=args.converge_s)
     if "convergence" in sections:
         result["convergence"] = [convergence_case(params, 0.5, 0.2), convergence_case(params, 0.8, -0.2)]
         if not args.quick:

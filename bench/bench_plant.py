@@ -11,8 +11,7 @@ import time
 
 import numpy as np
 
-from bms import Pack, SensorLayer, load_pack
-from bms import _kernels
+from bms import Pack, SensorLayer, _kernels, load_pack
 from hil.cycles import load_cycle
 from hil.drive import precharge_and_close
 from hil.vehicle import Vehicle, power_profile

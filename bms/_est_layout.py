@@ -84,7 +84,9 @@ S_SLOW_PREV_I = 13      # A per cell at the previous slow update
 S_SLOW_PREV_SET = 14    # 1 once a previous slow sample exists
 S_SOP_NEXT = 15         # horizon the next slow update solves (they take turns); < 0: every horizon
 S_SIGN_I = 16           # A per cell, the low-passed current that decides the instantaneous-hysteresis sign
-N_SCALARS = 17
+S_SIGN_ZONE_NOW = 17    # 1 when the last tick's current (sample or low-passed) was where the sign may flip
+S_ACC_SIGN_ZONE = 18    # 1 when any tick since the slow sample before the last one was (no resistance step)
+N_SCALARS = 19
 
 # --- thermal observer constants (EstimatorState.thermal): steady-state gains per temperature sample
 TH_K_CORE = 0
@@ -115,9 +117,11 @@ SOP_MAX_RISE_K = 10.0
 # resistance tracking waits until the group's SOC filter is this sure (1 sigma): while it converges, its
 # corrections to SOC, RC and hysteresis states would read as resistance
 EST_R_SOC_SIGMA_MAX = 0.01
-# Newton iterations of the SOP solve from zero current, and from the previous solution (warm start)
-SOP_NEWTON_ITERATIONS = 4
-SOP_WARM_ITERATIONS = 2
+# a group's SOP solution is a point of the grid 20C * k / 2^SOP_BISECTIONS (k = 0 .. 2^SOP_BISECTIONS), found
+# by bisection: a function of the group's state alone (7e-5 A per step for a 60 Ah cell)
+SOP_BISECTIONS = 24
+# volts by which a group's end voltage must clear its limit for the SOP search to skip it (far above rounding)
+SOP_PROOF_MARGIN_V = 1e-9
 # an SOC correction larger than this (a tenth of an OCV table step) is re-linearised at the updated SOC
 # (iterated EKF), this many times (from 0 to 87.5 % three stopped at 93 % and the rest went into hysteresis)
 EST_IEKF_DSOC = 0.005

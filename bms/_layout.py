@@ -2,7 +2,7 @@
 
 # Pack scalars (PlantState.scalars)
 LINK_VOLTAGE = 0      # V, DC-link capacitor voltage at the end of the step
-PACK_VOLTAGE = 1      # V, series-string terminal voltage (pack side of the contactors)
+PACK_VOLTAGE = 1      # V, series-string terminal voltage (pack side of the contactors), end of step
 PACK_CURRENT = 2      # A, string current averaged over the step, positive when discharging
 PACK_CURRENT_PEAK = 3  # A, largest |current| within the step (inrush), signed
 N_SCALARS = 4

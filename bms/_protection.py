@@ -16,7 +16,8 @@ import math
 import numpy as np
 
 from .config import BmsConfig
-from .faults import N_PROTECTIONS, Protection as P
+from .faults import N_PROTECTIONS
+from .faults import Protection as P
 
 __all__ = ["ProtectionState"]
 

@@ -10,13 +10,23 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from .errors import ParameterError
-from .params import (_line_of, _number, boolean, fraction, increasing_table, non_negative, positive,
-                     positive_int, unit_interval)
+from .params import (
+    _line_of,
+    _number,
+    boolean,
+    fraction,
+    increasing_table,
+    non_negative,
+    positive,
+    positive_int,
+    unit_interval,
+)
 
 try:
     import tomllib
@@ -262,14 +272,14 @@ class BmsConfig:
             yield ("charge_end_cell_V", f"< cell_overvoltage_warning_V - voltage_limit_margin_V ({ceiling:.4g})",
                    self.charge_end_cell_V, "the charge current tapers towards that ceiling and would never end")
 
-    def replace(self, **changes) -> "BmsConfig":
+    def replace(self, **changes) -> BmsConfig:
         """A validated copy with some values changed; unknown keys are named with the nearest known one."""
         _check_keys(changes, source=None, text=None)
         return dataclasses.replace(self, **changes)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], *, source: str | None = None,
-                  text: str | None = None) -> "BmsConfig":
+                  text: str | None = None) -> BmsConfig:
         """The defaults with ``values`` over them, validated; errors name ``source`` (and the line in
         ``text``, the TOML it came from, when given)."""
         return _from_mapping(dict(values), source, text)

@@ -17,31 +17,69 @@ Every tick, for every series group (compiled kernel ``TickKernel``):
     (core, surface) whose coolant temperature is estimated at each sensor and interpolated between sensors
     along the module; steady-state Kalman gains for the sensor's sample period.
 
+The current sensor's zero: while the contactor feedback says no string current can flow (main− open, or main+
+and precharge open), the shunt reads its own offset; the estimator averages those readings (a running mean of
+the first 1000, then a moving one) and subtracts the mean from every reading it uses (at cold, 0.1 A per cell
+of offset times the cold cell's resistance is a voltage error of a few mV, which the SOC filter would
+otherwise read as SOC).
+
 At ``slow_period_s`` (default 100 ms; kernel ``SlowKernel``): resistance tracking (scale on the nominal
 resistances from voltage steps against current steps), capacity tracking (charge throughput over the
 SOC change between rested anchors, inverse-variance weighted with a prior on the nominal capacity), state
-of power for 2, 10 and 30 s (one horizon per slow update in turn, every horizon on ``update_slow()``;
-each group's Newton solve starts from its previous solution) and state of energy.
+of power for 2, 10 and 30 s (one horizon per slow update in turn, every horizon on ``update_slow()``
+and on the first update, so nothing the BMS reports is a placeholder; each group's limit is a bisection
+on a fixed current grid, a function of its state alone) and state of energy.
+
+The per-tick bookkeeping around the two kernels (which readings are new, the current zero, the 100 ms
+count) is compiled too (``bms_tick.EstimatorFeed``, twin ``bms/_twin/bms_tick.py``).
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import _kernels
-from ._est_layout import (COV_INDEX, N_COV, N_HORIZONS, N_SCALARS, N_SOP, N_THERMAL, N_TUNING, N_X,
-                          S_CURRENT_VALID, S_ENERGY_KWH, S_ENERGY_USABLE_KWH, S_GATED, SOP_CHARGE_A,
-                          SOP_CHARGE_GROUP, SOP_CHARGE_MODEL_A, SOP_CHARGE_W, SOP_DISCHARGE_A,
-                          SOP_DISCHARGE_GROUP, SOP_DISCHARGE_MODEL_A, SOP_DISCHARGE_W, SOP_HORIZONS_S,
-                          STATE_NAMES, TH_K_COOLANT, TH_K_CORE, TH_K_SURFACE, X_SOC)
 from . import _est_layout as L
+from . import _kernels
+from ._est_layout import (
+    COV_INDEX,
+    N_COV,
+    N_HORIZONS,
+    N_SCALARS,
+    N_SOP,
+    N_THERMAL,
+    N_TUNING,
+    N_X,
+    S_CURRENT_VALID,
+    S_ENERGY_KWH,
+    S_ENERGY_USABLE_KWH,
+    S_GATED,
+    SOP_CHARGE_A,
+    SOP_CHARGE_GROUP,
+    SOP_CHARGE_MODEL_A,
+    SOP_CHARGE_W,
+    SOP_DISCHARGE_A,
+    SOP_DISCHARGE_GROUP,
+    SOP_DISCHARGE_MODEL_A,
+    SOP_DISCHARGE_W,
+    SOP_HORIZONS_S,
+    STATE_NAMES,
+    TH_K_COOLANT,
+    TH_K_CORE,
+    TH_K_SURFACE,
+    X_SOC,
+)
 from .errors import InputError, ParameterError
 from .params import PackParams, load_pack
 
+_sum, _min, _max = np.add.reduce, np.minimum.reduce, np.maximum.reduce
+
 __all__ = ["PackEstimator", "SopLimits", "EstimatorTuning", "EstimatorState", "thermal_gains",
            "SOP_HORIZONS_S"]
+
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,7 +125,9 @@ class EstimatorTuning:
     resistance_scale_bounds: tuple = (0.25, 6.0)
     resistance_min_step_C_rate: float = 0.05      # current steps below this (per cell) carry no resistance
                                                   # information, only current noise: a regression on them
-                                                  # drifts toward zero (errors in variables)
+                                                  # drifts toward zero (errors in variables). Drive cycles
+                                                  # seldom step this much in 100 ms: until the tracker has
+                                                  # learnt a group, the SOC filter counts its uncertainty
     energy_reference_c_rate: float = 1.0 / 3.0
     sop_refine_groups: int = 1                    # > 0: the SOP solve counts the horizon's self-heating
     sop_heat_capacity_J_per_K: float | None = None  # None: core heat capacity of the cell
@@ -198,11 +238,23 @@ def thermal_gains(cell, dt_s: float, sample_period_s: float, *, heat_error_W: fl
 
     Model per tick (backward Euler, as the plant): core and surface nodes, coolant a random walk; the
     surface is measured every ``round(sample_period_s / dt_s)`` ticks. Returns the gain applied to the
-    surface innovation at a sample.
+    surface innovation at a sample (a copy: the result is remembered).
     """
-    ac, as_ = cell.heat_capacity_core_J_per_K / dt_s, cell.heat_capacity_surface_J_per_K / dt_s
-    g_cs = 1.0 / cell.thermal_resistance_core_surface_K_per_W
-    g_sc = 1.0 / cell.thermal_resistance_surface_coolant_K_per_W
+    # a pure function of a few scalars and costly (thousands of 3x3 Riccati steps, ~0.5 s): remembered per
+    # process for each set of them, so the testing kit's examples and a sweep's members (cells of other
+    # capacities, the same thermal figures) share it
+    return _thermal_gains(cell.heat_capacity_core_J_per_K, cell.heat_capacity_surface_J_per_K,
+                          cell.thermal_resistance_core_surface_K_per_W, cell.thermal_resistance_surface_coolant_K_per_W,
+                          float(dt_s), float(sample_period_s), float(heat_error_W), float(coolant_random_walk_K2_per_s),
+                          float(temperature_noise_K), int(iterations)).copy()
+
+
+@functools.lru_cache(maxsize=64)
+def _thermal_gains(c_core_J_per_K, c_surface_J_per_K, r_core_surface_K_per_W, r_surface_coolant_K_per_W, dt_s,
+                   sample_period_s, heat_error_W, coolant_random_walk_K2_per_s, temperature_noise_K, iterations):
+    ac, as_ = c_core_J_per_K / dt_s, c_surface_J_per_K / dt_s
+    g_cs = 1.0 / r_core_surface_K_per_W
+    g_sc = 1.0 / r_surface_coolant_K_per_W
     d = as_ + g_cs + g_sc
     inv_det = 1.0 / ((ac + g_cs) * d - g_cs * g_cs)
     F = np.array([[d * ac, g_cs * as_, g_cs * g_sc],
@@ -246,6 +298,9 @@ class EstimatorState:
                     "pending_anchor_soc", "pending_anchor_var", "pending_anchor_ah")
     GROUP_FLAGS = ("valid", "slow_set", "anchor_set", "pending_set", "pending_anchor_set")
 
+    if TYPE_CHECKING:  # the arrays named above are set in __init__
+        def __getattr__(self, name: str) -> np.ndarray: ...
+
     def __init__(self, n_series: int, n_temperature: int):
         n = n_series
         self.n_series = n
@@ -265,8 +320,6 @@ class EstimatorState:
         self.scalars = np.zeros(N_SCALARS)
         self.thermal = np.zeros(N_THERMAL)
         self.sop = np.zeros(N_SOP * N_HORIZONS)
-        # each group's last SOP solution per (direction, horizon): the next solve starts there
-        self.sop_solution = np.zeros(2 * N_HORIZONS * n)
         self.scalars[L.S_SOP_NEXT] = -1.0
         self.arrhenius_temp_C[:] = np.nan
         self.valid[:] = 1
@@ -275,7 +328,7 @@ class EstimatorState:
     def arrays(self) -> dict[str, np.ndarray]:
         return {k: v for k, v in vars(self).items() if isinstance(v, np.ndarray)}
 
-    def copy_from(self, other: "EstimatorState") -> None:
+    def copy_from(self, other: EstimatorState) -> None:
         for name, array in other.arrays().items():
             getattr(self, name)[...] = array
 
@@ -345,10 +398,12 @@ class PackEstimator:
         voltages = getattr(sensors, "cell_voltage_V", None)
         temperatures = getattr(sensors, "temperature_C", None)
         if voltages is None or np.shape(voltages) != (n,):
-            raise InputError("sensors.cell_voltage_V", f"{n} readings", np.shape(voltages))
+            raise InputError("sensors.cell_voltage_V", f"{n} readings",
+                             None if voltages is None else np.shape(voltages))
         cells = np.asarray(sensors.temperature_cell, dtype=np.int64)
         if temperatures is None or np.shape(temperatures) != cells.shape or cells.ndim != 1 or not cells.size:
-            raise InputError("sensors.temperature_C", "one reading per temperature sensor", np.shape(temperatures))
+            raise InputError("sensors.temperature_C", "one reading per temperature sensor",
+                             None if temperatures is None else np.shape(temperatures))
         if cells.min() < 0 or cells.max() >= params.n_cells:
             raise InputError("sensors.temperature_cell", f"cell indices in [0, {params.n_cells})", cells)
         self.sensors = sensors
@@ -363,11 +418,18 @@ class PackEstimator:
         self._slow = module.SlowKernel(s, params.cell, params, voltages)
         self._initialised = False
         self._thermal_cache: dict[float, np.ndarray] = {}
-        self._since_slow = 0.0
-        self._slow_period = tuning.slow_period_s - 1e-9
-        self._thermal_dt = None
-        self._next, self._v_channel, self._t_channel = None, 0, 0
-        self._last_v_due = self._last_t_due = None
+        self._thermal_dt: float | None = None
+        # current-sensor zero (module docstring): a reading beyond what the sensor's offset and noise can
+        # explain is current that flows (a contactor's feedback is wrong), never taken as the zero
+        feedback = getattr(sensors, "contactor_feedback", None)
+        if feedback is not None and not isinstance(feedback, np.ndarray):
+            feedback = np.asarray(feedback, dtype=float)
+        sp = params.sensors
+        zero_max_A = 3.0 * abs(sp.current_offset_A) + 6.0 * sp.current_noise_A + sp.current_lsb_A
+        # the per-tick bookkeeping around the tick kernel (new samples, current zero, the 100 ms count),
+        # compiled: the emulator's one call per tick (bms_tick.BuiltinTick) runs it without this object
+        self._feed = kernels.bms_tick.EstimatorFeed(self._tick, self._slow, feedback, zero_max_A,
+                                                    tuning.slow_period_s - 1e-9)
         sop = s.sop.reshape(N_SOP, N_HORIZONS)
         self.sop = SopLimits(SOP_HORIZONS_S, sop[SOP_DISCHARGE_A], sop[SOP_CHARGE_A], sop[SOP_DISCHARGE_W],
                              sop[SOP_CHARGE_W], sop[SOP_DISCHARGE_MODEL_A], sop[SOP_CHARGE_MODEL_A],
@@ -479,7 +541,7 @@ class PackEstimator:
         s.voltage_sign[:] = s.hysteresis_sign
         s.voltage_last_V[:] = np.nan
         bias = tu.voltage_bias_V if tu.voltage_bias_V is not None else p.sensors.cell_voltage_accuracy_V / math.sqrt(3)
-        diag = (sigma_z ** 2, tu.initial_rc_sigma_V ** 2, tu.initial_rc_sigma_V ** 2,
+        diag: tuple[Any, ...] = (sigma_z ** 2, tu.initial_rc_sigma_V ** 2, tu.initial_rc_sigma_V ** 2,
                 tu.initial_hysteresis_sigma ** 2, max(bias, 1e-5) ** 2)
         s.resistance_var[:] = tu.initial_resistance_sigma ** 2
         cov = s.cov.reshape(N_COV, n)
@@ -504,37 +566,35 @@ class PackEstimator:
             raise InputError("dt_s", "a finite time step > 0 s", dt_s)
         if not (-math.inf < t_s < math.inf):
             raise InputError("t_s", "a finite time", t_s)
-        if not self._initialised:
+        first = not self._initialised
+        if first:
             self._initialise()
-            self._next, self._v_channel, self._t_channel = self._schedule()
+            self._feed.schedule(*self._schedule())
         if self._thermal_dt != dt_s:
             self.state.thermal[:] = self._thermal(float(dt_s))
             self._thermal_dt = self.state.scalars[L.S_THERMAL_DT] = dt_s
-        nxt = self._next
-        if nxt is None:
-            new_v = new_t = True
-        else:
-            v_due, t_due = nxt[self._v_channel], nxt[self._t_channel]
-            new_v, new_t = v_due != self._last_v_due, t_due != self._last_t_due
-            self._last_v_due, self._last_t_due = v_due, t_due
-        self._tick.tick(dt_s, self.sensors.current_A, new_v, new_t)
-        self._since_slow += dt_s
-        if self._since_slow >= self._slow_period:
-            self._slow.update()
-            self._since_slow = 0.0
+            self._feed.thermal_dt_s = dt_s
+        self._feed.update(dt_s, self.sensors.current_A, first)
+        if first:  # state of power and energy exist from the first update, as the SOC does: every horizon now
+            self.update_slow()
 
     def update_slow(self) -> None:
         """Run the slow estimators (SOP, SOE, SOH) now, whatever the schedule."""
         if self._initialised:
             self.state.scalars[L.S_SOP_NEXT] = -1.0  # every horizon now
             self._slow.update()
-            self._since_slow = 0.0
+            self._feed.since_slow_s = 0.0
 
     # --- what the BMS believes ------------------------------------------------------------------
     @property
     def initialised(self) -> bool:
         """True once the first ``update`` has initialised the estimates from the sensors."""
         return self._initialised
+
+    @property
+    def current_zero_A(self) -> float:
+        """The current sensor's zero (A) learnt while no current can flow, subtracted from every reading."""
+        return self._feed.current_zero_A
 
     @property
     def group_soc_3sigma(self) -> np.ndarray:
@@ -545,15 +605,15 @@ class PackEstimator:
     def pack_soc(self) -> float:
         """Charge-weighted mean of the group SOCs (what the string holds)."""
         cap = self.state.capacity_cell_Ah
-        return float((self.group_soc * cap).sum() / cap.sum())
+        return float(_sum(self.group_soc * cap) / _sum(cap))  # ufunc reductions: .sum() without its wrapper
 
     @property
     def soc_min(self) -> float:
-        return float(self.group_soc.min())
+        return float(_min(self.group_soc))
 
     @property
     def soc_max(self) -> float:
-        return float(self.group_soc.max())
+        return float(_max(self.group_soc))
 
     @property
     def usable_soc(self) -> float:

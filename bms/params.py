@@ -4,19 +4,23 @@ The presets in ``bms/presets/*.toml`` are the single source of the default value
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
+import functools
 import math
 import re
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import tomli_w
 
 from .errors import ParameterError
+from .input_files import InputFileError, read_input_text
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -26,6 +30,9 @@ else:  # pragma: no cover
 __all__ = ["CellParams", "PackParams", "SpreadParams", "SensorParams", "load_cell", "load_pack",
            "save_toml", "preset_names"]
 
+
+MAX_PARAMETER_BYTES = 4 * 1024 * 1024
+MAX_ACTIVATION_J_PER_MOL = 500_000.0
 
 # --- field checks ------------------------------------------------------------------------------
 def _number(value: Any) -> bool:
@@ -38,6 +45,30 @@ def positive(value):
 
 def non_negative(value):
     return "a finite number >= 0" if not (_number(value) and math.isfinite(value) and value >= 0) else None
+
+
+def _at_most(high: float, unit: str, why: str):
+    """A check of a non-negative figure with an upper bound: the estimators' likelihoods and the cell spread
+    draws overflow or go negative far below a float's range."""
+    def check(value):
+        if _number(value) and 0 <= value <= high:
+            return None
+        return f"a number in [0, {high:g}]{unit} ({why})"
+    return check
+
+
+spread_sigma = _at_most(0.5, "", "a relative 1-sigma spread; above it cells of negative capacity are drawn")
+cell_voltage_error = _at_most(1.0, " V", "a cell monitor's noise, accuracy and resolution")
+temperature_error = _at_most(50.0, " K", "a temperature sensor's noise, accuracy and resolution")
+current_error = _at_most(1000.0, " A", "a current sensor's noise and resolution")
+pack_voltage_error = _at_most(1000.0, " V", "a pack voltage sensor's noise, accuracy and resolution")
+
+
+def activation_energy(value):
+    # Arrhenius factors exp(Ea/R (1/T - 1/Tref)) overflow a float far above any electrochemical activation
+    # energy (tens of kJ/mol): a typo in the unit must not crash a run when the pack cools
+    return f"a number in [0, {MAX_ACTIVATION_J_PER_MOL:,.0f}] J/mol" if not (
+        _number(value) and 0 <= value <= MAX_ACTIVATION_J_PER_MOL) else None
 
 
 def finite(value):
@@ -105,13 +136,13 @@ class CellParams:
     hysteresis_dynamic_V: float = _p(non_negative)
     hysteresis_rate: float = _p(non_negative)
     r0_ohm: float = _p(positive)
-    r0_activation_J_per_mol: float = _p(non_negative)
+    r0_activation_J_per_mol: float = _p(activation_energy)
     r1_ohm: float = _p(positive)
     tau1_s: float = _p(positive)
-    r1_activation_J_per_mol: float = _p(non_negative)
+    r1_activation_J_per_mol: float = _p(activation_energy)
     r2_ohm: float = _p(positive)
     tau2_s: float = _p(positive)
-    r2_activation_J_per_mol: float = _p(non_negative)
+    r2_activation_J_per_mol: float = _p(activation_energy)
     resistance_soc_curvature: float = _p(non_negative)
     stack_pressure_nominal_MPa: float = _p(positive)
     interfacial_pressure_exponent: float = _p(finite)
@@ -126,7 +157,7 @@ class CellParams:
     charge_taper_soc: float = _p(unit_interval)
     lithium_metal: bool = _p(boolean)
     ccd_25C_mA_per_cm2: float = _p(positive)
-    ccd_activation_J_per_mol: float = _p(non_negative)
+    ccd_activation_J_per_mol: float = _p(activation_energy)
     ccd_safety_factor: float = _p(fraction)
     electrode_area_cm2: float = _p(positive)
     discharge_continuous_C_rate: float = _p(positive)
@@ -158,31 +189,31 @@ class CellParams:
 @dataclass(frozen=True, kw_only=True)
 class SpreadParams:
     """Cell-to-cell manufacturing spread (1 sigma), drawn per cell from the run's generator."""
-    capacity_rel_sigma: float = _p(non_negative)
-    resistance_rel_sigma: float = _p(non_negative)
-    initial_soc_sigma: float = _p(non_negative)
+    capacity_rel_sigma: float = _p(spread_sigma)
+    resistance_rel_sigma: float = _p(spread_sigma)
+    initial_soc_sigma: float = _p(spread_sigma)
 
 
 @dataclass(frozen=True, kw_only=True)
 class SensorParams:
     """What the BMS's measurement chain adds to the truth."""
-    cell_voltage_noise_V: float = _p(non_negative)
-    cell_voltage_accuracy_V: float = _p(non_negative)
-    cell_voltage_lsb_V: float = _p(non_negative)
+    cell_voltage_noise_V: float = _p(cell_voltage_error)
+    cell_voltage_accuracy_V: float = _p(cell_voltage_error)
+    cell_voltage_lsb_V: float = _p(cell_voltage_error)
     cell_voltage_period_s: float = _p(positive)
     temperature_sensors_per_module: int = _p(positive_int)
-    temperature_noise_K: float = _p(non_negative)
-    temperature_accuracy_K: float = _p(non_negative)
-    temperature_lsb_K: float = _p(non_negative)
+    temperature_noise_K: float = _p(temperature_error)
+    temperature_accuracy_K: float = _p(temperature_error)
+    temperature_lsb_K: float = _p(temperature_error)
     temperature_period_s: float = _p(positive)
-    current_noise_A: float = _p(non_negative)
+    current_noise_A: float = _p(current_error)
     current_offset_A: float = _p(finite)
     current_gain_error: float = _p(finite)
-    current_lsb_A: float = _p(non_negative)
+    current_lsb_A: float = _p(current_error)
     current_period_s: float = _p(positive)
-    pack_voltage_noise_V: float = _p(non_negative)
-    pack_voltage_accuracy_V: float = _p(non_negative)
-    pack_voltage_lsb_V: float = _p(non_negative)
+    pack_voltage_noise_V: float = _p(pack_voltage_error)
+    pack_voltage_accuracy_V: float = _p(pack_voltage_error)
+    pack_voltage_lsb_V: float = _p(pack_voltage_error)
     pack_voltage_period_s: float = _p(positive)
 
 
@@ -221,8 +252,13 @@ class PackParams:
     def _cross_checks(self):
         if self.n_series % self.n_modules:
             yield "n_modules", f"a divisor of n_series ({self.n_series})", self.n_modules
+        if self.n_cells > MAX_CELLS:  # the state arrays are per cell: a typo of n_series must not fill the memory
+            yield "n_series", f"n_series x n_parallel <= {MAX_CELLS:,} cells", self.n_cells
+        if self.n_temperature_sensors > MAX_CELLS:
+            yield "n_modules", f"n_modules x sensors.temperature_sensors_per_module <= {MAX_CELLS:,}", \
+                self.n_temperature_sensors
 
-    def replace(self, **changes) -> "PackParams":
+    def replace(self, **changes) -> PackParams:
         """A copy with changes; nested tables as dicts: ``replace(cell={"capacity_Ah": 55})``."""
         return _build_pack(_pack_to_dict(self), changes, source=None, text=None)
 
@@ -232,6 +268,7 @@ class PackParams:
 
 # --- building, validation, TOML ----------------------------------------------------------------
 _SECTIONS = {"cell": CellParams, "spread": SpreadParams, "sensors": SensorParams}
+MAX_CELLS = 100_000   # ten times the largest vehicle packs (about 7,000 cylindrical cells)
 _PACK_KEYS = [f.name for f in fields(PackParams) if f.name not in (*_SECTIONS, "name")]
 
 
@@ -254,7 +291,8 @@ def _line_of(text: str | None, section: str, key: str | None) -> int | None:
 
 def _error(section, key, expected, found, source, text, hint=None):
     line = _line_of(text, section, key)
-    return ParameterError(f"{section}.{key}", expected, found, source=source, line=line, hint=hint)
+    return ParameterError(f"{section}.{key}" if key else section, expected, found, source=source, line=line,
+                          hint=hint)
 
 
 def _build(cls, section: str, values: Mapping, source, text):
@@ -305,6 +343,9 @@ def _build_pack(data: Mapping, changes: Mapping, source, text) -> PackParams:
         close = difflib.get_close_matches(unknown[0], ["pack", *_SECTIONS], n=1)
         raise ParameterError(unknown[0], "one of the tables [pack], [cell], [spread], [sensors]", unknown[0],
                              source=source, hint=f"did you mean [{close[0]}]?" if close else None)
+    for section, values in data.items():
+        if not isinstance(values, Mapping):
+            raise _error(section, None, f"a [{section}] table", values, source, text)
     pack = dict(data.get("pack", {}))
     name = pack.pop("name", "custom")
     cell_values = _resolve_cell(pack.pop("cell", None), data.get("cell", {}), source, text)
@@ -322,7 +363,12 @@ def _resolve_cell(preset, overrides: Mapping, source, text) -> dict:
         return dict(overrides)
     if not isinstance(preset, str):
         raise _error("pack", "cell", "the name of a cell preset", preset, source, text)
-    base = _read_preset(preset, kind="cell")["cell"]
+    try:
+        base = _read_preset(preset, kind="cell")["cell"]
+    except ParameterError as exc:
+        if exc.key != "preset":
+            raise
+        raise _error("pack", "cell", exc.expected, preset, source, text, hint=exc.hint) from None
     return {**base, **overrides}
 
 
@@ -344,9 +390,9 @@ def _read_text(path_or_name: str | Path) -> tuple[str, str]:
     path = Path(path_or_name)
     if path.suffix == ".toml" or path.exists():
         try:
-            return path.read_text(encoding="utf-8"), str(path)
-        except OSError as exc:
-            raise ParameterError("file", "a readable TOML file", str(path), hint=exc.strerror) from exc
+            return read_input_text(path, what="parameter file", max_bytes=MAX_PARAMETER_BYTES), str(path)
+        except InputFileError as exc:
+            raise ParameterError("file", "a readable TOML file", str(path), hint=exc.reason) from None
     names = preset_names()
     if str(path_or_name) not in names:
         close = difflib.get_close_matches(str(path_or_name), names, n=1)
@@ -357,10 +403,18 @@ def _read_text(path_or_name: str | Path) -> tuple[str, str]:
 
 
 def _parse(text: str, source: str) -> dict:
+    return copy.deepcopy(_parse_cached(text, source))
+
+
+@functools.lru_cache(maxsize=32)
+def _parse_cached(text: str, source: str) -> dict:
+    """Keyed by the text itself: a preset read again (each member of a sweep) is parsed once per process."""
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ParameterError("file", "valid TOML", str(exc), source=source) from exc
+    except RecursionError:  # tomllib recurses once per nesting level
+        raise ParameterError("file", "valid TOML", "arrays or tables nested too deeply", source=source) from None
 
 
 def _read_preset(name: str, kind: str) -> dict:

@@ -1,13 +1,16 @@
 """The pack's truth: cell, group, contactor and DC-link state as arrays, stepped by the kernels."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from . import _kernels
-from ._layout import (CONTACTOR_NAMES, LINK_VOLTAGE, N_SCALARS, PACK_CURRENT, PACK_CURRENT_PEAK,
-                      PACK_VOLTAGE)
+from ._layout import CONTACTOR_NAMES, LINK_VOLTAGE, N_SCALARS, PACK_CURRENT, PACK_CURRENT_PEAK, PACK_VOLTAGE
 from .errors import InputError
 from .params import PackParams, load_pack
+
+_sum = np.add.reduce
 
 __all__ = ["Pack", "PlantState"]
 
@@ -22,7 +25,21 @@ class PlantState:
 
     The kernels hold pointers into these arrays: change values in place (``state.soc[:] = …``),
     never rebind an attribute.
+
+    After ``Pack.step`` every array describes one instant, the end of the step, or one interval, the step:
+
+    - end of the step: ``soc``, ``v_rc1_V``, ``v_rc2_V``, ``hysteresis``, ``hysteresis_sign``,
+      ``temp_core_C``, ``temp_surface_C``, ``contactor_closed``, the link voltage (``scalars``); and the
+      terminal voltages ``group_voltage_V`` and the pack voltage (their sum), formed from that end state
+      alone: OCV at the end SOC and core temperature, end hysteresis and RC voltages, R0 at the end SOC and
+      temperature, carrying the step's cell current (parallel cells: the common voltage at which they
+      deliver that total);
+    - over the step: ``cell_current_A`` (held constant through the step), ``cell_heat_W`` (its mean) and
+      the string current (mean; ``scalars`` also holds the largest within the step, the inrush).
     """
+
+    if TYPE_CHECKING:  # the arrays named above are set in __init__
+        def __getattr__(self, name: str) -> np.ndarray: ...
 
     def __init__(self, n_series: int, n_parallel: int):
         n = n_series * n_parallel
@@ -39,7 +56,7 @@ class PlantState:
     def arrays(self) -> dict[str, np.ndarray]:
         return dict(vars(self))
 
-    def copy_from(self, other: "PlantState") -> None:
+    def copy_from(self, other: PlantState) -> None:
         for name, array in other.arrays().items():
             getattr(self, name)[...] = array
 
@@ -72,6 +89,7 @@ class Pack:
         s.temp_surface_C[:] = temp_C
         self.kernels = kernels or _kernels.KERNELS
         self._kernel = self.kernels.plant.PlantKernel(s, cell, params)
+        self._group_soc = self.kernels.bms_tick.group_soc
 
     # --- stepping -------------------------------------------------------------------------------
     def step(self, dt_s: float, load_current_A: float, coolant_C: float = 25.0,
@@ -117,30 +135,34 @@ class Pack:
     # --- readings of the truth ------------------------------------------------------------------
     @property
     def link_voltage_V(self) -> float:
+        """DC-link capacitor voltage at the end of the last step."""
         return float(self.state.scalars[LINK_VOLTAGE])
 
     @property
     def pack_voltage_V(self) -> float:
+        """Series-string terminal voltage at the end of the last step, from the end-of-step state."""
         return float(self.state.scalars[PACK_VOLTAGE])
 
     @property
     def current_A(self) -> float:
+        """String current averaged over the last step (> 0 discharging); the cells carry it constant."""
         return float(self.state.scalars[PACK_CURRENT])
 
     @property
     def peak_current_A(self) -> float:
+        """Signed string current of largest magnitude within the last step (contactor inrush)."""
         return float(self.state.scalars[PACK_CURRENT_PEAK])
 
     @property
     def group_soc(self) -> np.ndarray:
         """Charge-weighted SOC of each series group."""
-        s, shape = self.state, (self.params.n_series, self.params.n_parallel)
-        return (s.soc * s.capacity_Ah).reshape(shape).sum(1) / s.capacity_Ah.reshape(shape).sum(1)
+        s = self.state
+        return self._group_soc(s.soc, s.capacity_Ah, self.params.n_parallel)  # compiled: bms_tick.group_soc
 
     @property
     def soc(self) -> float:
         """Pack SOC as the string sees it: the charge-weighted mean over groups."""
-        return float(self.group_soc.mean())
+        return float(_sum(self.group_soc) / self.params.n_series)  # = .mean()
 
     @property
     def contactors_closed(self) -> dict[str, bool]:

@@ -1,19 +1,41 @@
-"""The ``bms-emu`` command line: one entry point, one module per subcommand (hil/commands/)."""
+"""The ``bms-emu`` command line: one entry point, one module per subcommand (hil/commands/).
+
+The stop signals (SIGINT, SIGTERM, SIGHUP) are handled from the first line of ``main``, before the
+emulator's packages are even imported: ``run`` and ``serve`` honour a stop at any instant with the same
+clean ending (``hil.stopping``); the other commands stop as at Ctrl-C. Exit statuses: ``hil.exit_status``.
+"""
 from __future__ import annotations
 
 import argparse
 import sys
 
-from bms.errors import BmsError
+from . import exit_status
+from .commands import cycles, dbc, firmware, replay, run, serve, sweep, view
+from .stopping import StopNow, StopRequest
 
-from .commands import cycles, dbc, replay, run, serve
+SUBCOMMANDS = [run, replay, serve, view, dbc, cycles, firmware, sweep]
 
-SUBCOMMANDS = [run, replay, serve, dbc, cycles]
+
+class _Version(argparse.Action):
+    """``--version``: computed only when asked (it imports the libraries it names)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from .run_info import versions
+        print(versions())
+        parser.exit()
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bms-emu", description="Battery-management-system emulator for "
-                                     "all-solid-state EV packs.")
+                                     "all-solid-state EV packs.",
+                                     epilog="exit status: 0 passed (run) or stopped (serve); 1 an expectation "
+                                            "failed; 2 bad input; 3 the CAN bus could not be opened or failed; "
+                                            "4 incomplete (--max-sim-s, nothing simulated, a log or report not "
+                                            "written); 128 + N stopped by signal N (130 Ctrl-C, 143 SIGTERM)")
+    parser.add_argument("--version", action=_Version, help="print the version (and the libraries') and exit")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in SUBCOMMANDS:
         module.add_subparser(subparsers)
@@ -21,18 +43,46 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    stop = StopRequest().install()
+    try:
+        return _main(argv, stop)
+    except StopNow as exc:
+        print(f"bms-emu: stopped at once by {exc}", file=sys.stderr)
+        return 128 + exc.signum
+    except KeyboardInterrupt:
+        print("bms-emu: interrupted", file=sys.stderr)
+        return exit_status.INTERRUPTED
+    finally:
+        stop.restore()
+
+
+def _main(argv: list[str] | None, stop: StopRequest) -> int:
+    from bms.can.node import BusError
+    from bms.errors import BmsError
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         args = parser.parse_args(["run", *(argv or [])])
+    if getattr(args, "graceful_stop", False):
+        args.stop = stop  # the command looks at it once per tick
+    elif stop.requested:
+        return stop.exit_status()
+    else:
+        stop.graceful = False  # no loop looks at the request: a signal stops at once, as Ctrl-C does
     try:
         return args.func(args)
+    except BusError as exc:
+        print(f"bms-emu: error: {exc}", file=sys.stderr)
+        return exit_status.BUS
     except BmsError as exc:
         print(f"bms-emu: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("bms-emu: interrupted", file=sys.stderr)
-        return 130
+        return exit_status.BAD_INPUT
+    except SystemExit as exc:
+        if not isinstance(exc.code, str):
+            raise
+        print(exc.code, file=sys.stderr)  # a command's own check of its arguments: bad input, as argparse's
+        return exit_status.BAD_INPUT
 
 
 if __name__ == "__main__":

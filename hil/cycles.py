@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from bms.errors import BmsError
+from bms.input_files import read_input_text
 
 __all__ = ["DriveCycle", "CycleError", "load_cycle", "builtin_cycles"]
 
@@ -36,7 +37,11 @@ class DriveCycle:
         v, t = self.speed_mps, self.time_s
         return float(np.sum(0.5 * (v[1:] + v[:-1]) * np.diff(t)) / 1000.0)
 
-    def repeated(self, times: int) -> "DriveCycle":
+    def repeated_duration_s(self, times: int) -> float:
+        """``repeated(times).duration_s``, without building it."""
+        return self.duration_s + (times - 1) * (self.duration_s + float(self.time_s[1] - self.time_s[0]))
+
+    def repeated(self, times: int) -> DriveCycle:
         if times == 1:
             return self
         period = self.duration_s + (self.time_s[1] - self.time_s[0])
@@ -65,22 +70,26 @@ def load_cycle(name_or_path: str | Path) -> DriveCycle:
             close = difflib.get_close_matches(key, list(_BUILTIN), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else f"; built-in cycles: {', '.join(_BUILTIN)}"
             raise CycleError(f"{path}: no such drive-cycle file{hint}")
-        text, source, name = path.read_text(encoding="utf-8"), str(path), path.stem
+        text, source, name = read_input_text(path, what="drive-cycle file"), str(path), path.stem
     return _parse(text, source, name)
 
 
 def _parse(text: str, source: str, name: str) -> DriveCycle:
+    # errors say where and what shape, never quote the file (a path may name any file on the machine)
     rows = list(csv.reader(text.splitlines()))
     if not rows or [c.strip() for c in rows[0]][:2] != ["time_s", "speed_mps"]:
-        raise CycleError(f"{source}:1: expected the header 'time_s,speed_mps', found {rows[0] if rows else 'nothing'}")
-    times, speeds = [], []
+        found = f"a line of {len(rows[0])} column(s) without it" if rows else "an empty file"
+        raise CycleError(f"{source}:1: expected the header 'time_s,speed_mps' of a drive cycle, found {found}")
+    times: list[float] = []
+    speeds: list[float] = []
     for line, row in enumerate(rows[1:], start=2):
         if not row or not "".join(row).strip():
             continue
         try:
             t, v = float(row[0]), float(row[1])
         except (ValueError, IndexError):
-            raise CycleError(f"{source}:{line}: expected two numbers 'time_s,speed_mps', found {','.join(row)!r}")
+            raise CycleError(f"{source}:{line}: expected two numbers 'time_s,speed_mps', found {len(row)} "
+                             "column(s) that are not both numbers") from None
         if not (math.isfinite(t) and math.isfinite(v)):
             raise CycleError(f"{source}:{line}: time and speed must be finite, found {t}, {v}")
         if v < 0:

@@ -22,6 +22,7 @@ class Recording:
     cycle_times: dict[str, dict] | None = None  # CAN message -> statistics (lockstep/paced runs)
     complete: bool = True                      # False when the run stopped early (Ctrl-C, bus error)
     stop_reason: str = ""
+    stop_cause: str = ""                       # why incomplete: signal, bus, log, max_sim_s, nothing_simulated ...
 
 
 @dataclass
@@ -42,6 +43,12 @@ def _fmt(value: float) -> str:
     return f"{value:.6g}"
 
 
+def _ends(r: Recording) -> str:
+    """Where the recording ends, said beside a verdict that found too few samples."""
+    end = f"t = {r.time_s[-1]:.2f} s" if r.time_s.size else "before its first sample"
+    return f" (the recording ends at {end}{'' if r.complete else ': the run is incomplete'})"
+
+
 def _bound(e: Expectation, r: Recording) -> Verdict:
     o = e.options
     signal = r.signals[o["signal"]]
@@ -49,7 +56,8 @@ def _bound(e: Expectation, r: Recording) -> Verdict:
     if o.get("at_end"):
         window = np.arange(r.time_s.size) == r.time_s.size - 1
     if not window.any():
-        return Verdict(e.name, e.kind, False, f"no samples of {o['signal']} in the window", None, e.line)
+        return Verdict(e.name, e.kind, False, f"no samples of {o['signal']} in the window "
+                       f"[{_fmt(o.get('from_s', 0.0))}, {_fmt(o.get('to_s', math.inf))}] s{_ends(r)}", None, e.line)
     values, times = signal[window], r.time_s[window]
     low, high = o.get("min", -math.inf), o.get("max", math.inf)
     bad = ~((values >= low) & (values <= high))  # NaN is a violation too
@@ -90,8 +98,8 @@ def _event(e: Expectation, r: Recording) -> Verdict:
             return Verdict(e.name, e.kind, False, f"{name} happened at t = {t:.3f} s ({detail})", t, e.line)
         return Verdict(e.name, e.kind, True, f"no {o['event']} after {trigger}", None, e.line)
     if not matches:
-        return Verdict(e.name, e.kind, False, f"{o['event']} never happened after {trigger} (t = {t0:.3f} s)",
-                       t0, e.line)
+        return Verdict(e.name, e.kind, False, f"{o['event']} never happened after {trigger} (t = {t0:.3f} s)"
+                       f"{_ends(r) if not r.complete else ''}", t0, e.line)
     t, name, detail = matches[0]
     if t - t0 > within + 1e-9:
         return Verdict(e.name, e.kind, False, f"{name} at t = {t:.3f} s, {t - t0:.3f} s after {trigger}: later than "
@@ -107,7 +115,8 @@ def _accuracy(e: Expectation, r: Recording) -> Verdict:
     keep = r.time_s >= o.get("after_s", 0.0)
     error = (r.signals[est][keep] - r.signals[true][keep]) * scale
     if error.size == 0:
-        return Verdict(e.name, e.kind, False, "no samples after after_s", None, e.line)
+        return Verdict(e.name, e.kind, False, f"no samples after after_s = {_fmt(o.get('after_s', 0.0))} s{_ends(r)}",
+                       None, e.line)
     rms, worst = float(np.sqrt(np.mean(error ** 2))), float(np.max(np.abs(error)))
     k = int(np.argmax(np.abs(error)))
     text = f"{o['quantity']} error rms {rms:.3f} {unit}, max {worst:.3f} {unit} at t = {r.time_s[keep][k]:.1f} s"
@@ -137,4 +146,85 @@ def _cycle_time(e: Expectation, r: Recording) -> Verdict:
                    None, e.line)
 
 
-_CHECKS = {"bound": _bound, "event": _event, "accuracy": _accuracy, "cycle_time": _cycle_time}
+def _dtc(e: Expectation, r: Recording) -> Verdict:
+    """A DTC's status after a trigger, from the diagnostic server's ``dtc:...`` and operation-cycle events:
+    ``status`` (a status bit, or ``cleared``) within ``within_cycles`` operation cycles and/or ``within_s``."""
+    from bms.diag import DTC_DEFINITIONS, STATUS_BITS, dtc_display, parse_dtc
+    from bms.faults import Protection
+    o = e.options
+    code = DTC_DEFINITIONS[Protection[o["dtc"]]].code if o["dtc"] in Protection.__members__ else parse_dtc(o["dtc"])
+    name = dtc_display(code)
+    trigger = o.get("after", "start")
+    t0 = _trigger_time(trigger, r)
+    if t0 is None:
+        return Verdict(e.name, e.kind, False, f"the trigger {trigger!r} never happened", None, e.line)
+    wanted = o["status"]
+    cycles = [t for t, n, _ in r.events if n.startswith("diag:operation_cycle:") and t > t0 + 1e-9]
+
+    def holds(n: str, status: int) -> bool:
+        if wanted == "cleared":
+            return n.endswith(":cleared") or not status & 0x2F
+        return bool(status & STATUS_BITS[wanted])
+    hit, current = None, None   # the first time at or after the trigger the status holds
+    for t, n, detail in r.events:
+        if not n.startswith(f"dtc:{name}:"):
+            continue
+        status = _status_of(detail)
+        if status is None:
+            continue
+        if t < t0 - 1e-9:
+            current = (n, status)
+            continue
+        if current is not None and holds(*current):
+            hit = (t0, current[0], current[1])
+            break
+        current = None
+        if holds(n, status):
+            hit = (t, n, status)
+            break
+    if hit is None and current is not None and holds(*current):
+        hit = (t0, current[0], current[1])
+    within_c, within_s = o.get("within_cycles"), o.get("within_s", math.inf)
+    if o.get("absent", False):
+        if hit is None or hit[0] - t0 > within_s or (within_c is not None and _count(cycles, hit[0]) > within_c):
+            return Verdict(e.name, e.kind, True, f"{name} never {wanted} after {trigger}", None, e.line)
+        return Verdict(e.name, e.kind, False, f"{name} {wanted} at t = {hit[0]:.3f} s (status 0x{hit[2]:02X})",
+                       hit[0], e.line)
+    if hit is None:
+        return Verdict(e.name, e.kind, False, f"{name} ({o['dtc']}) never {wanted} after {trigger} "
+                       f"(t = {t0:.3f} s)", t0, e.line)
+    t, n, status = hit
+    used = _count(cycles, t)
+    text = f"{name} {wanted} at t = {t:.3f} s (status 0x{status:02X}), {t - t0:.3f} s and {used} operation " \
+           f"cycle(s) after {trigger}"
+    if t - t0 > within_s + 1e-9:
+        return Verdict(e.name, e.kind, False, f"{text}: later than {within_s} s", t, e.line)
+    if within_c is not None and used > within_c:
+        return Verdict(e.name, e.kind, False, f"{text}: more than {within_c}", t, e.line)
+    return Verdict(e.name, e.kind, True, text, t, e.line)
+
+
+def _status_of(detail: str) -> int | None:
+    for part in detail.split(","):
+        key, _, value = part.strip().partition("=")
+        if key == "status":
+            try:
+                return int(value, 16)
+            except ValueError:
+                return None
+    return None
+
+
+def _count(cycles: list[float], t: float) -> int:
+    """Operation cycles started after the trigger and up to ``t``."""
+    return sum(1 for c in cycles if c <= t + 1e-9)
+
+
+def _property(e: Expectation, r: Recording) -> Verdict:
+    from .properties import check_property
+    passed, message, t_s = check_property(e.options["property"], r, e.options)
+    return Verdict(e.name, e.kind, passed, message, t_s, e.line)
+
+
+_CHECKS = {"bound": _bound, "event": _event, "accuracy": _accuracy, "cycle_time": _cycle_time, "dtc": _dtc,
+           "property": _property}

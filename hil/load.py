@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from .cycles import DriveCycle, builtin_cycles, load_cycle
-from .scenario import Scenario, Step
+from .cycles import DriveCycle, load_cycle
+from .scenario import Scenario, Step, cycle_path
 from .vehicle import Vehicle, power_profile
 
 __all__ = ["Demand", "LoadProgram"]
@@ -52,8 +51,8 @@ class LoadProgram:
         total = 0.0
         for step in self.scenario.steps:
             o = step.options
-            if step.kind == "drive":
-                total += self._cycle(step).repeated(o.get("repeat", 1)).duration_s
+            if step.kind == "drive":  # without building the repeated cycle (repeat may be absurd)
+                total += self._cycle(step).repeated_duration_s(o.get("repeat", 1))
             elif step.kind == "profile":
                 total += float(o["time_s"][-1])
             elif step.kind == "charge":
@@ -63,12 +62,9 @@ class LoadProgram:
         return total
 
     def _cycle(self, step: Step):
-        """A built-in cycle by name, or a CSV path relative to the scenario file."""
-        name = step.options["cycle"]
-        beside = Path(self.scenario.source).parent / name
-        if name.lower() not in builtin_cycles() and beside.exists():
-            return load_cycle(beside)
-        return load_cycle(name)
+        """A built-in cycle by name, or a CSV file beside the scenario (or absolute)."""
+        path = cycle_path(step.options["cycle"], self.scenario.source)
+        return load_cycle(step.options["cycle"] if path is None else path)
 
     def _next_step(self) -> None:
         self._index += 1
@@ -87,17 +83,20 @@ class LoadProgram:
         elif step.kind == "profile":  # a recorded demand (replay): sample-and-hold onto the tick grid
             t, values = o["time_s"], o["values"]
             grid = np.arange(0.0, t[-1], self.dt_s)
-            held = values[np.clip(np.searchsorted(t, grid, side="right") - 1, 0, None)]
+            index = np.clip(np.searchsorted(t, grid, side="right") - 1, 0, None)
+            held = values[index]
             if o["quantity"] == "speed_mps":
                 self._profile = power_profile(DriveCycle("recorded", t, values), Vehicle(), self.dt_s)
-            else:
-                self._profile = (held, np.zeros_like(held))
+            else:  # a current or power; the speed, where the replay derived the power from one
+                speed = o.get("speed_mps")
+                self._profile = (held, speed[index] if speed is not None else np.zeros_like(held))
             self._ticks = len(self._profile[0])
         elif step.kind == "charge":
             self._ticks = int(round(o.get("max_duration_s", DEFAULT_CHARGE_DURATION_S) / self.dt_s))
         else:
             self._ticks = int(round(o["duration_s"] / self.dt_s))
         if step.kind == "drive" or (step.kind == "profile" and o["quantity"] != "current_A"):
+            assert self._profile is not None
             self._power, self._speed = (np.asarray(a, dtype=float).tolist() for a in self._profile)
 
     def next(self, reported_soc: float) -> Demand | None:
@@ -106,10 +105,11 @@ class LoadProgram:
 
     def next_for(self, soc) -> Demand | None:
         """``next`` with the reported SOC as a callable, asked only where a step ends on it (charge steps)."""
-        if self._power is not None and self._tick_in_step < self._ticks:  # the common case: a drive tick
+        power, speed = self._power, self._speed
+        if power is not None and speed is not None and self._tick_in_step < self._ticks:  # the common case
             k = self._tick_in_step
             self._tick_in_step = k + 1
-            return Demand("power", self._power[k], self._speed[k], self._index)
+            return Demand("power", power[k], speed[k], self._index)
         while not self.finished:
             step = self.scenario.steps[self._index]
             done = self._tick_in_step >= self._ticks
@@ -123,9 +123,11 @@ class LoadProgram:
         k = self._tick_in_step
         self._tick_in_step += 1
         o = step.options
-        if self._power is not None:
-            return Demand("power", self._power[k], self._speed[k], self._index)
+        power, speed = self._power, self._speed
+        if power is not None and speed is not None:
+            return Demand("power", power[k], speed[k], self._index)
         if step.kind == "profile":
+            assert self._profile is not None
             return Demand("current", float(self._profile[0][k]), 0.0, self._index)
         if step.kind == "current":
             return Demand("current", o["current_A"], 0.0, self._index)

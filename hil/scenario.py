@@ -22,7 +22,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 __all__ = ["Scenario", "Step", "FaultAction", "Expectation", "ScenarioError", "load_scenario",
-           "builtin_scenarios", "STEP_KINDS", "FAULT_KINDS", "EXPECT_KINDS", "SIGNALS"]
+           "builtin_scenarios", "STEP_KINDS", "FAULT_KINDS", "EXPECT_KINDS", "SIGNALS", "DIAG_KEYS"]
 
 
 class ScenarioError(BmsError, ValueError):
@@ -35,7 +35,9 @@ class ScenarioError(BmsError, ValueError):
 
 
 # --- vocabulary ---------------------------------------------------------------------------------
-STEP_KINDS = {
+# kind -> key -> the type (or types) its value must have
+TableSpec = dict[str, "type | tuple[type, ...]"]
+STEP_KINDS: dict[str, TableSpec] = {
     "drive": {"cycle": str, "repeat": int, "vehicle": dict},
     "current": {"current_A": float, "duration_s": float},
     "power": {"power_W": float, "duration_s": float},
@@ -46,35 +48,57 @@ STEP_REQUIRED = {"drive": {"cycle"}, "current": {"current_A", "duration_s"}, "po
                  "rest": {"duration_s"}, "charge": {"target_soc"}}
 CHARGE_METHODS = ("cccv", "dcfc")
 
-FAULT_KINDS = {
+FAULT_KINDS: dict[str, TableSpec] = {
     "sensor": {"sensor": str, "index": (int, str), "fault": str, "value": float},
     "internal_short": {"cell": int, "resistance_ohm": float},
     "stack_pressure": {"pressure_MPa": float, "cells": (str, list)},
     "contactor_weld": {"contactor": str},
     "coolant_loss": {"cooling_factor": float},
     "vcu_silence": {},
-    "can_corrupt": {"what": str, "message": str},
+    "can_corrupt": {"what": str},            # the VCU's frames: "counter" or "crc" fails the BMS's checks
     "bus_off": {},
+    "isotp": {"fault": str, "index": int, "delay_s": float, "side": str},
+    "uds_pending": {"duration_s": float, "interval_s": float, "service": int},
 }
-FAULT_COMMON = {"at_s": float, "when": str, "clear_at_s": float, "name": str}
+FAULT_COMMON: TableSpec = {"at_s": float, "when": str, "clear_at_s": float, "name": str}
 FAULT_REQUIRED = {"sensor": {"sensor", "fault"}, "internal_short": {"cell", "resistance_ohm"},
-                  "stack_pressure": {"pressure_MPa"}, "contactor_weld": {"contactor"}, "can_corrupt": {"what"}}
+                  "stack_pressure": {"pressure_MPa"}, "contactor_weld": {"contactor"}, "can_corrupt": {"what"},
+                  "isotp": {"fault"}}
 SENSOR_FAULTS = ("open_wire", "stuck", "drift", "offset")
+CORRUPTIONS = ("counter", "crc")
+ISOTP_FAULTS = ("drop_cf", "reorder_cf", "wrong_sn", "late_fc")
+ISOTP_SIDES = ("ecu", "tester")
 
 EXPECT_KINDS = {
     "bound": {"signal": str, "min": float, "max": float, "from_s": float, "to_s": float, "at_end": bool},
     "event": {"event": str, "after": str, "within_s": float, "level": str, "absent": bool},
     "accuracy": {"quantity": str, "rms_max": float, "max_abs": float, "after_s": float},
     "cycle_time": {"max_deviation_ms": float, "message": str},
+    "dtc": {"dtc": str, "status": str, "after": str, "within_cycles": int, "within_s": float, "absent": bool},
+    # a safety property of hil.properties (what the testing kit checks; its counterexamples carry them)
+    "property": {"property": str, "tolerance_A": float, "grace_s": float, "reaction_s": float, "margin": float,
+                 "bound_if_unpublished": float},
 }
 EXPECT_COMMON = {"name": str}
-EXPECT_REQUIRED = {"bound": {"signal"}, "event": {"event"}, "accuracy": {"quantity"}, "cycle_time": set()}
+EXPECT_REQUIRED = {"bound": {"signal"}, "event": {"event"}, "accuracy": {"quantity"}, "cycle_time": set(),
+                   "dtc": {"dtc", "status"}, "property": {"property"}}
+DTC_STATUSES = ("test_failed", "test_failed_this_operation_cycle", "pending", "confirmed",
+                "test_not_completed_since_last_clear", "test_failed_since_last_clear",
+                "test_not_completed_this_operation_cycle", "warning_indicator_requested", "cleared")
+
+# [[diag]]: the scenario's diagnostic tester (hil.diag_tester), one UDS request per entry
+DIAG_KEYS = {"at_s": float, "request": str, "name": str, "session": str, "level": int, "key": str, "mask": int,
+             "did": int, "group": int, "reset_type": int, "routine": int, "control": int, "data": str,
+             "payload": str}
+DIAG_NEEDS = {"read_did": {"did"}, "routine": {"routine"}, "raw": {"payload"}}
+DIAG_INT_MAX = {"did": 0xFFFF, "routine": 0xFFFF, "group": 0xFFFFFF, "level": 0xFF, "mask": 0xFF, "reset_type": 0xFF,
+                "control": 0xFF}
 
 # signals recorded by the runner, usable in bounds, conditions and plots
 SIGNALS = ("soc_true", "soc_estimated", "soc_3sigma", "cell_voltage_min_V", "cell_voltage_max_V",
            "temp_core_max_C", "temp_core_est_max_C", "temp_surface_max_C", "current_A", "current_demand_A",
            "discharge_limit_A", "charge_limit_A", "pack_voltage_V", "link_voltage_V", "speed_mps", "state",
-           "contactors_closed", "fault_level", "derating")
+           "contactors_closed", "fault_level", "derating", "temp_min_C")
 ACCURACY_QUANTITIES = ("soc", "core_temp")
 
 
@@ -121,14 +145,23 @@ class Scenario:
     steps: tuple[Step, ...] = ()
     faults: tuple[FaultAction, ...] = ()
     expectations: tuple[Expectation, ...] = ()
+    firmware: Any = None                # bms.fil.FirmwareSpec of an external firmware (None: built-in)
+    diag: tuple = ()                    # hil.diag_tester.DiagRequest, in file order
+    initial_temp_C: float | None = None  # the pack's start temperature (None: the ambient's at t = 0)
 
 
 # --- loading ------------------------------------------------------------------------------------
-_TOP = {"scenario", "pack_overrides", "bms", "ambient", "step", "fault", "expect"}
+_TOP = {"scenario", "pack_overrides", "bms", "ambient", "step", "fault", "expect", "diag", "firmware"}
 _SCENARIO_KEYS = {"name": str, "description": str, "pack": str, "seed": int, "initial_soc": float, "dt_s": float,
-                  "mode": str}
+                  "mode": str, "max_ticks": int}
+DT_RANGE_S = (0.001, 0.1)          # as bms-emu replay --dt: the BMS task runs every tick
+MAX_TICKS = 10_000_000             # 27.8 h at the default 10 ms tick (about 1 GB of memory); [scenario] max_ticks
+MAX_TICKS_CEILING = 1_000_000_000  # ... raises it, up to this
 MODES = ("headless", "lockstep", "paced")
 _AMBIENT_KEYS = {"temp_C": (float, list), "coolant_C": (float, list)}
+
+
+MAX_SCENARIO_BYTES = 8 * 1024 * 1024
 
 
 class _Locator:
@@ -208,7 +241,13 @@ def _profile(value, source, line, key):
 
 
 def _kind(entry: dict, kinds, source, loc, table, index) -> str:
+    if not isinstance(entry, dict):
+        raise ScenarioError(source, loc.line(table, None, index), f"{table}[{index}]",
+                            f"expected a [[{table}]] table, found {entry!r}")
     kind = entry.get("kind")
+    if kind is not None and not isinstance(kind, str):
+        raise ScenarioError(source, loc.line(table, "kind", index), f"{table}[{index}].kind",
+                            f"expected a string, one of {', '.join(kinds)}; found {kind!r}")
     if kind is None:
         raise ScenarioError(source, loc.line(table, None, index), f"{table}[{index}].kind",
                             f"missing; expected one of {', '.join(kinds)}")
@@ -225,11 +264,18 @@ def parse_scenario(text: str, source: str) -> Scenario:
         match = re.search(r"line (\d+)", str(exc))
         raise ScenarioError(source, int(match.group(1)) if match else None, "file",
                             f"not valid TOML: {exc}") from exc
+    except RecursionError:  # tomllib recurses once per nesting level
+        raise ScenarioError(source, None, "file", "not a usable scenario: arrays or tables nested too deeply") from None
     loc = _Locator(text)
     for key in data:
         if key not in _TOP:
             raise ScenarioError(source, loc.line(key) or loc.line(None, key), key,
                                 f"unknown table{_suggest(key, _TOP)}")
+        is_array = key in ("step", "fault", "expect", "diag")
+        if not isinstance(data[key], list if is_array else dict):
+            raise ScenarioError(source, loc.line(key) or loc.line(None, key), key,
+                                f"expected {f'[[{key}]] tables' if is_array else f'a [{key}] table'}, "
+                                f"found {type(data[key]).__name__} {data[key]!r:.40}")
     head = _check_table(data.get("scenario", {}), _SCENARIO_KEYS, set(), source, loc, "scenario", 0, "scenario")
     ambient = _check_table(data.get("ambient", {}), _AMBIENT_KEYS, set(), source, loc, "ambient", 0, "ambient")
     for key in ambient:
@@ -240,9 +286,15 @@ def parse_scenario(text: str, source: str) -> Scenario:
     if head.get("mode", "lockstep") not in MODES:
         raise ScenarioError(source, loc.line("scenario", "mode"), "scenario.mode",
                             f"unknown mode {head['mode']!r}{_suggest(head['mode'], MODES)}")
-    if head.get("dt_s", 0.01) <= 0:
+    if not DT_RANGE_S[0] <= head.get("dt_s", 0.01) <= DT_RANGE_S[1]:
         raise ScenarioError(source, loc.line("scenario", "dt_s"), "scenario.dt_s",
-                            f"expected a tick > 0 s, found {head['dt_s']}")
+                            f"expected a tick of {DT_RANGE_S[0]:g} ... {DT_RANGE_S[1]:g} s, found {head['dt_s']:g}")
+    if head.get("seed", 0) < 0:
+        raise ScenarioError(source, loc.line("scenario", "seed"), "scenario.seed",
+                            f"expected an integer >= 0 (the run's random seed), found {head['seed']}")
+    if not 1 <= head.get("max_ticks", MAX_TICKS) <= MAX_TICKS_CEILING:
+        raise ScenarioError(source, loc.line("scenario", "max_ticks"), "scenario.max_ticks",
+                            f"expected 1 ... {MAX_TICKS_CEILING:,} ticks, found {head['max_ticks']:,}")
 
     steps = []
     for n, entry in enumerate(data.get("step", [])):
@@ -256,12 +308,16 @@ def parse_scenario(text: str, source: str) -> Scenario:
         if kind == "charge":
             if options.get("method", "cccv") not in CHARGE_METHODS:
                 raise ScenarioError(source, loc.line("step", "method", n), f"step[{n}].method",
-                                    f"unknown method {options['method']!r}{_suggest(options['method'], CHARGE_METHODS)}")
+                                    f"unknown method {options['method']!r}"
+                                    f"{_suggest(options['method'], CHARGE_METHODS)}")
             if not 0 < options["target_soc"] <= 1:
                 raise ScenarioError(source, loc.line("step", "target_soc", n), f"step[{n}].target_soc",
                                     f"expected a number in (0, 1], found {options['target_soc']}")
         if kind == "drive":
             _check_cycle(options["cycle"], source, loc.line("step", "cycle", n), f"step[{n}].cycle")
+        if kind == "charge" and options.get("max_current_A", 1.0) <= 0:
+            raise ScenarioError(source, loc.line("step", "max_current_A", n), f"step[{n}].max_current_A",
+                                f"expected a current > 0 A, found {options['max_current_A']}")
         steps.append(Step(kind, options, loc.line("step", None, n)))
     if not steps:
         raise ScenarioError(source, None, "step", "a scenario needs at least one [[step]]")
@@ -278,9 +334,31 @@ def parse_scenario(text: str, source: str) -> Scenario:
                                 "give exactly one of at_s (a time) or when (a condition)")
         if "when" in common:
             _check_condition(common["when"], source, loc.line("fault", "when", n), f"fault[{n}].when")
+        for key in ("at_s", "clear_at_s"):
+            if common.get(key, 0.0) < 0:
+                raise ScenarioError(source, loc.line("fault", key, n), f"fault[{n}].{key}",
+                                    f"expected a time >= 0 s, found {common[key]}")
+        if "clear_at_s" in common and common["clear_at_s"] <= common.get("at_s", -1.0):
+            raise ScenarioError(source, loc.line("fault", "clear_at_s", n), f"fault[{n}].clear_at_s",
+                                f"expected a time after at_s = {common['at_s']} s, found {common['clear_at_s']}")
+        if kind == "can_corrupt" and options["what"] not in CORRUPTIONS:
+            raise ScenarioError(source, loc.line("fault", "what", n), f"fault[{n}].what",
+                                f"unknown corruption {options['what']!r}{_suggest(options['what'], CORRUPTIONS)}")
         if kind == "sensor" and options["fault"] not in SENSOR_FAULTS:
             raise ScenarioError(source, loc.line("fault", "fault", n), f"fault[{n}].fault",
                                 f"unknown sensor fault {options['fault']!r}{_suggest(options['fault'], SENSOR_FAULTS)}")
+        if kind == "isotp":
+            for key, names in (("fault", ISOTP_FAULTS), ("side", ISOTP_SIDES)):
+                if key in options and options[key] not in names:
+                    raise ScenarioError(source, loc.line("fault", key, n), f"fault[{n}].{key}",
+                                        f"unknown {key} {options[key]!r}{_suggest(str(options[key]), names)}")
+            if options.get("index", 1) < 1 or options.get("delay_s", 1.0) <= 0:
+                raise ScenarioError(source, loc.line("fault", None, n), f"fault[{n}]",
+                                    "index must be >= 1 (the consecutive frame's number) and delay_s > 0")
+        if kind == "uds_pending" and (options.get("duration_s", 1.0) <= 0 or options.get("interval_s", 1.0) <= 0
+                                      or not 0 <= options.get("service", 0) <= 0xFF):
+            raise ScenarioError(source, loc.line("fault", None, n), f"fault[{n}]",
+                                "duration_s and interval_s must be > 0, service a service ID 0..0xFF")
         if kind == "sensor" and options["fault"] in ("stuck", "drift", "offset") and "value" not in options:
             raise ScenarioError(source, loc.line("fault", None, n), f"fault[{n}].value",
                                 f"missing (required for a {options['fault']} fault)")
@@ -300,47 +378,220 @@ def parse_scenario(text: str, source: str) -> Scenario:
                                     f"unknown signal {options['signal']!r}{_suggest(options['signal'], SIGNALS)}")
             if "min" not in options and "max" not in options:
                 raise ScenarioError(source, loc.line("expect", None, n), f"expect[{n}]", "a bound needs min or max")
+        if kind == "dtc":
+            _check_dtc_expectation(options, source, loc, n)
+        if kind == "property":
+            from .properties import PROPERTIES
+            if options["property"] not in PROPERTIES:
+                raise ScenarioError(source, loc.line("expect", "property", n), f"expect[{n}].property",
+                                    f"unknown property {options['property']!r}"
+                                    f"{_suggest(options['property'], PROPERTIES)}")
         if kind == "accuracy" and options["quantity"] not in ACCURACY_QUANTITIES:
             raise ScenarioError(source, loc.line("expect", "quantity", n), f"expect[{n}].quantity",
                                 f"unknown quantity {options['quantity']!r}"
                                 f"{_suggest(options['quantity'], ACCURACY_QUANTITIES)}")
         expectations.append(Expectation(kind, options, name, loc.line("expect", None, n)))
 
+    firmware = _parse_firmware(data.get("firmware"), source, loc) if "firmware" in data else None
+    diag = _diag_requests(data.get("diag", []), source, loc)
+    from .scenario_checks import check_expectation_values
+    for n, expectation in enumerate(expectations):
+        check_expectation_values(expectation, n, faults, source, loc)
+    for fault in faults:
+        if fault.kind == "isotp" and fault.options.get("side") == "tester" and not diag:
+            raise ScenarioError(source, fault.line, f"{fault.name}.side",
+                                "a tester-side ISO-TP fault needs the scenario's tester: add [[diag]] requests")
     bms_overrides = data.get("bms", {})
     if not isinstance(bms_overrides, dict):
         raise ScenarioError(source, loc.line("bms"), "bms", "expected a table")
-    return Scenario(name=head.get("name", Path(source).stem), source=source, description=head.get("description", ""),
-                    pack=head.get("pack", "assb60-192s2p"), pack_overrides=data.get("pack_overrides", {}),
+    scenario = Scenario(
+                    name=head.get("name", Path(source).stem), source=source, description=head.get("description", ""),
+                    pack=_pack_path(head.get("pack", "assb60-192s2p"), source),
+                    pack_overrides=data.get("pack_overrides", {}),
                     bms_overrides=bms_overrides, seed=head.get("seed", 0), mode=head.get("mode"),
                     initial_soc=head.get("initial_soc", 0.9), dt_s=head.get("dt_s", 0.01),
                     ambient_C=ambient.get("temp_C", 25.0), coolant_C=ambient.get("coolant_C"),
-                    steps=tuple(steps), faults=tuple(faults), expectations=tuple(expectations))
+                    steps=tuple(steps), faults=tuple(faults), expectations=tuple(expectations), diag=diag,
+                    firmware=firmware)
+    from .scenario_checks import check_scenario  # the whole scenario against its pack, cycles and budget
+    check_scenario(scenario, loc, head.get("max_ticks", MAX_TICKS))
+    return scenario
+
+
+def _check_dtc_expectation(options: dict, source, loc, n: int) -> None:
+    from bms.diag import parse_dtc
+    from bms.faults import Protection
+    dtc = options["dtc"]
+    if dtc not in Protection.__members__:
+        try:
+            parse_dtc(dtc)
+        except (ValueError, IndexError):
+            raise ScenarioError(source, loc.line("expect", "dtc", n), f"expect[{n}].dtc",
+                                f"expected a protection name (e.g. CELL_OVERVOLTAGE) or a DTC (P1A00-17, 0x1A0017), "
+                                f"found {dtc!r}{_suggest(dtc, Protection.__members__)}") from None
+    if options["status"] not in DTC_STATUSES:
+        raise ScenarioError(source, loc.line("expect", "status", n), f"expect[{n}].status",
+                            f"unknown status {options['status']!r}{_suggest(options['status'], DTC_STATUSES)}")
+    if options.get("within_cycles", 0) < 0 or options.get("within_s", 1.0) <= 0:
+        raise ScenarioError(source, loc.line("expect", None, n), f"expect[{n}]",
+                            "within_cycles must be >= 0 and within_s > 0")
+
+
+def _diag_requests(entries, source, loc) -> tuple:
+    from .diag_tester import DIAG_REQUESTS, DiagRequest
+    if not isinstance(entries, list):
+        raise ScenarioError(source, loc.line("diag"), "diag", "expected [[diag]] tables")
+    out = []
+    for n, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise ScenarioError(source, loc.line("diag", None, n), f"diag[{n}]", "expected a table")
+        options = _check_table(entry, DIAG_KEYS, {"at_s", "request"}, source, loc, "diag", n, f"diag[{n}]")
+        request = options.pop("request")
+        if request not in DIAG_REQUESTS:
+            raise ScenarioError(source, loc.line("diag", "request", n), f"diag[{n}].request",
+                                f"unknown request {request!r}{_suggest(request, DIAG_REQUESTS)}")
+        for key in sorted(DIAG_NEEDS.get(request, ())):
+            if key not in options:
+                raise ScenarioError(source, loc.line("diag", None, n), f"diag[{n}].{key}",
+                                    f"missing (required for request = {request!r})")
+        if options.get("session", "extended") not in ("default", "extended"):
+            raise ScenarioError(source, loc.line("diag", "session", n), f"diag[{n}].session",
+                                f"expected default or extended, found {options['session']!r}")
+        for key in ("payload", "key", "data"):
+            if key in options:
+                try:
+                    if not bytes.fromhex(options[key]) and key == "payload":
+                        raise ValueError
+                except ValueError:
+                    raise ScenarioError(source, loc.line("diag", key, n), f"diag[{n}].{key}", "expected "
+                                        f"hexadecimal bytes such as '22F190', found {options[key]!r}") from None
+        for key, high in DIAG_INT_MAX.items():
+            if key in options and not 0 <= options[key] <= high:
+                raise ScenarioError(source, loc.line("diag", key, n), f"diag[{n}].{key}",
+                                    f"expected 0 ... 0x{high:X}, found {options[key]:#x}")
+        if options["at_s"] < 0:
+            raise ScenarioError(source, loc.line("diag", "at_s", n), f"diag[{n}].at_s",
+                                f"expected a time >= 0 s, found {options['at_s']}")
+        at_s = options.pop("at_s")
+        name = options.pop("name", f"diag[{n}]:{request}")
+        out.append(DiagRequest(at_s, request, options, name))
+    return tuple(out)
+
+
+_FIRMWARE_KEYS: dict = {"role": str, "kind": str, "path": str, "config": str, "timeout_s": float, "dbc": str,
+                  "mapping": dict, "signals": dict, "differential": dict}
+_DIFFERENTIAL_KEYS: dict = {"contactor_s": float, "soc": float, "limit_A": float, "fault_s": float}
+FIRMWARE_ROLES = ("bms", "vcu")
+FIRMWARE_SIGNALS = ("state", "ready", "soc_pct", "discharge_limit_A", "charge_limit_A", "fault", "soc_3sigma_pct",
+                    "dtc_count")
+
+
+def _parse_firmware(table, source, loc):
+    """The ``[firmware]`` table: which firmware sits in which slot (paths resolved beside the scenario)."""
+    from bms.fil.loader import KINDS, FirmwareSpec
+    if not isinstance(table, dict):
+        raise ScenarioError(source, loc.line("firmware"), "firmware", "expected a table")
+    values = _check_table(table, _FIRMWARE_KEYS, {"role", "kind"}, source, loc, "firmware", 0, "firmware")
+    line = loc.line("firmware")
+    for key, options in (("role", FIRMWARE_ROLES), ("kind", KINDS)):
+        if values[key] not in options:
+            raise ScenarioError(source, loc.line("firmware", key), f"firmware.{key}",
+                                f"unknown {key} {values[key]!r}{_suggest(values[key], options)}")
+    kind = values["kind"]
+    if kind != "builtin" and not values.get("path"):
+        raise ScenarioError(source, line, "firmware.path", f"missing (required for kind = {kind!r})")
+    if kind == "fmu" and values["role"] != "vcu":
+        raise ScenarioError(source, loc.line("firmware", "kind"), "firmware.kind",
+                            "an FMU goes into the VCU slot (role = 'vcu')")
+    if values.get("timeout_s", 5.0) <= 0:
+        raise ScenarioError(source, loc.line("firmware", "timeout_s"), "firmware.timeout_s",
+                            f"expected a deadline > 0 s, found {values['timeout_s']}")
+    here = Path(source).parent if source and Path(source).exists() else Path.cwd()
+
+    def beside(text: str) -> str:
+        path = Path(text).expanduser()
+        return str(path if path.is_absolute() else here / path)
+
+    for key in ("path", "dbc"):
+        if values.get(key):
+            if key == "path" and kind == "process":  # a command line: its program beside the scenario if there
+                first, _, rest = values[key].partition(" ")
+                program = beside(first) if (here / first).exists() else first
+                values[key] = f"{program} {rest}".strip()
+                continue
+            values[key] = beside(values[key])
+            if not Path(values[key]).is_file():
+                what = "not a regular file (a directory, a device or a pipe)" if Path(values[key]).exists() \
+                    else "no such file"
+                raise ScenarioError(source, loc.line("firmware", key), f"firmware.{key}", f"{what}: {values[key]}")
+    signals = values.pop("signals", {})
+    for name, ref in signals.items():
+        if name not in FIRMWARE_SIGNALS:
+            raise ScenarioError(source, loc.line("firmware.signals", name), f"firmware.signals.{name}",
+                                f"unknown quantity{_suggest(name, FIRMWARE_SIGNALS)}")
+        if name != "ready" and not (isinstance(ref, str) and ref.count(".") == 1):
+            raise ScenarioError(source, loc.line("firmware.signals", name), f"firmware.signals.{name}",
+                                f"expected 'Message.Signal' of the firmware's DBC, found {ref!r}")
+    if signals and not values.get("dbc"):
+        raise ScenarioError(source, line, "firmware.dbc", "missing (firmware.signals name signals of its DBC)")
+    differential = values.pop("differential", None)
+    if differential is not None:
+        if values["role"] != "bms" or kind == "builtin":
+            raise ScenarioError(source, loc.line("firmware.differential"), "firmware.differential",
+                                "a differential run puts an external BMS firmware beside the built-in one "
+                                "(role = 'bms', kind = library or process)")
+        differential = _check_table(differential, _DIFFERENTIAL_KEYS, set(), source, loc, "firmware.differential",
+                                    0, "firmware.differential")
+    mapping = values.pop("mapping", {})
+    return FirmwareSpec(**values, mapping=mapping, signals=signals, differential=differential)
+
+
+def beside(text: str, source: str) -> Path:
+    """A path a scenario names: absolute as written, else beside the scenario file (never the working folder)."""
+    path = Path(text).expanduser()
+    if path.is_absolute():
+        return path
+    return (Path(source).parent if source else Path.cwd()) / path
+
+
+def cycle_path(cycle: str, source: str) -> Path | None:
+    """The CSV file a drive step's ``cycle`` names (None: a built-in cycle)."""
+    from .cycles import builtin_cycles
+    return None if cycle.lower() in builtin_cycles() else beside(cycle, source)
 
 
 def _check_cycle(cycle: str, source, line, key):
     from .cycles import builtin_cycles
-    if cycle.lower() in builtin_cycles():
-        return
-    path = Path(cycle)
-    if not path.is_absolute() and source and Path(source).exists():
-        path = Path(source).parent / path
-    if not path.exists():
-        raise ScenarioError(source, line, key, f"no built-in cycle or file {cycle!r}{_suggest(cycle.lower(), builtin_cycles())}")
+    path = cycle_path(cycle, source)
+    if path is not None and not path.exists():
+        raise ScenarioError(source, line, key, f"no built-in cycle or file {cycle!r} (a CSV file is looked for "
+                            f"beside the scenario: {path}){_suggest(cycle.lower(), builtin_cycles())}")
 
 
-_CONDITION = re.compile(r"^\s*(\w+)\s*(<=|>=|<|>)\s*(-?[0-9.eE+-]+)\s*$")
+def _pack_path(pack: str, source: str) -> str:
+    """A preset name as it is; a pack TOML file (``.toml`` or a path) beside the scenario."""
+    if pack.endswith(".toml") or "/" in pack or "\\" in pack:
+        return str(beside(pack, source))
+    return pack
+
+
+_CONDITION = re.compile(r"^\s*(\w+)\s*(<=|>=|<|>)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
 
 
 def _check_condition(text: str, source, line, key):
     match = _CONDITION.match(text)
     if not match:
-        raise ScenarioError(source, line, key, f"expected 'SIGNAL < NUMBER' (or <=, >, >=), found {text!r}")
+        raise ScenarioError(source, line, key, f"expected 'SIGNAL < NUMBER' (or <=, >, >=) with a finite number "
+                            f"such as 0.5 or 1e-3, found {text!r}")
     if match.group(1) not in SIGNALS:
         raise ScenarioError(source, line, key, f"unknown signal {match.group(1)!r}{_suggest(match.group(1), SIGNALS)}")
 
 
 def parse_condition(text: str) -> tuple[str, str, float]:
-    signal, op, value = _CONDITION.match(text).groups()
+    match = _CONDITION.match(text)
+    if match is None:  # conditions are checked when the scenario is read; this is a caller's mistake
+        raise ValueError(f"not a condition: {text!r}")
+    signal, op, value = match.groups()
     return signal, op, float(value)
 
 
@@ -360,8 +611,9 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
     if not path.exists():
         raise ScenarioError(str(path), None, "scenario", f"no such file or built-in scenario"
                             f"{_suggest(str(name_or_path), builtins)}")
+    from bms.input_files import InputFileError, read_input_text
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ScenarioError(str(path), None, "file", f"cannot be read: {exc}") from exc
+        text = read_input_text(path, what="scenario file", max_bytes=MAX_SCENARIO_BYTES)
+    except InputFileError as exc:
+        raise ScenarioError(exc.path, None, "file", exc.reason) from None
     return parse_scenario(text, str(path))

@@ -42,9 +42,14 @@ def request_for(demand: Demand | None, bms_state, rearm: bool) -> StateRequest:
 
 
 def _rearm_after(rearm: bool, bms_state, sent: StateRequest) -> bool:
-    if bms_state == BmsState.FAULT:
+    if bms_state == _FAULT:
         return True
-    return rearm and sent != StateRequest.STANDBY
+    return rearm and sent != _STANDBY
+
+
+# enum members looked up once: an Enum class attribute costs ~0.1 us on Python 3.11
+_FAULT, _READY, _CHARGING = BmsState.FAULT, BmsState.READY, BmsState.CHARGING
+_STANDBY, _CHARGE = StateRequest.STANDBY, StateRequest.CHARGE
 
 
 class VcuModel:
@@ -67,10 +72,11 @@ class VcuModel:
             self._next_s = t_s + self.period_s
             request = self.request_for(demand)
             self._rearm = _rearm_after(self._rearm, bms.state, request)
-            if request == StateRequest.CHARGE:
+            if request == _CHARGE and demand is not None:
                 bms.charger_offer(t_s, max_voltage_V=self.charger_voltage_V, max_current_A=demand.value)
             bms.request(request, t_s)
-        if demand is None or bms.state not in (BmsState.READY, BmsState.CHARGING):
+        state = bms.state
+        if demand is None or (state is not _READY and state is not _CHARGING):
             return 0.0
         limits = bms.limits
         return demand_current_A(demand, link_voltage_V, limits.discharge_current_A, limits.charge_current_A)

@@ -29,7 +29,12 @@ class Vehicle:
         force = (self.mass_kg * self.rotating_mass_factor * accel_mps2
                  + 0.5 * AIR_DENSITY_KG_PER_M3 * self.drag_area_m2 * speed_mps ** 2
                  + self.rolling_resistance * self.mass_kg * GRAVITY_M_PER_S2 * (speed_mps > 0.01))
-        wheel = force * speed_mps
+        return self.dc_power_W(force * speed_mps)
+
+    def dc_power_W(self, mechanical_W: np.ndarray) -> np.ndarray:
+        """DC power at the pack (> 0 discharging) for a mechanical power at the wheels or the motor shaft:
+        losses on the way each direction, regeneration capped, auxiliaries added."""
+        wheel = np.asarray(mechanical_W, dtype=float)
         battery = np.where(wheel > 0, wheel / self.drivetrain_efficiency,
                            np.maximum(wheel * self.drivetrain_efficiency, -self.regen_power_max_W))
         return battery + self.aux_power_W

@@ -5,15 +5,15 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
-from hypothesis import event, given, settings, strategies as st
+from conftest import rel_close
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
 
 import bms
 from bms import _kernels
 from bms import _protection as L
 from bms.config import BmsConfig
 from bms.faults import Protection as P
-
-from conftest import rel_close
 
 
 def test_compiled_protection_kernel_is_in_use():

@@ -11,7 +11,6 @@ from bms.controller import BmsState, FaultLevel, StateRequest
 from bms.emulator import Emulator
 from bms.faults import Protection
 from bms.sensors import OpenWire, Stuck
-
 from hil.cycles import load_cycle
 from hil.vehicle import Vehicle, power_profile
 
@@ -184,7 +183,7 @@ def test_balancing_narrows_a_two_percent_soc_spread_during_a_long_rest(estimator
     emu.pack.state.soc[:] = np.repeat(0.5 + offsets, 2)   # the test's setup of the truth, before any tick
     spread0 = np.ptp(emu.pack.group_soc)
     heat = 0.0
-    for hour in range(12):
+    for _hour in range(12):
         for _ in range(3600):
             emu.tick(0.0)
             heat += float(emu.pack.state.balancing.sum())

@@ -11,7 +11,8 @@ Random VCU requests, drives (compliant or not), sensor faults, welds, charger an
 import math
 import os
 
-from hypothesis import HealthCheck, event, settings, strategies as st
+from hypothesis import HealthCheck, event, settings
+from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from bms import load_pack
@@ -215,6 +216,10 @@ class ClosedLoop(RuleBasedStateMachine):
         if self.injected is not None:
             kind, index, fault, t0 = self.injected
             promise = FAULTS[(kind, fault)]
+            if kind == "temperature":   # a channel still flagged by an earlier fault is trusted only once it heals
+                healed = [e.t_s for e in bms.events if e.kind == "fault" and
+                          e.detail.get("protection") == "TEMPERATURE_SENSOR" and e.detail.get("level") == "NONE"]
+                t0 = max([t0, *healed])
             if promise is not None and emu.t_s - t0 > _deadline(bms, emu, kind, fault):
                 protection, level = promise
                 found = [d for d in bms.dtcs if d.code == 0x1A00 + protection and d.level >= level]

@@ -4,13 +4,14 @@
   (wall clock), python-can's own ``can.logger`` and ``can.player`` (a recorded VCU) as three processes.
 - SocketCAN on a ``vcan`` interface, where the kernel has CAN.
 """
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -168,3 +169,214 @@ def test_socketcan_vcan(vcan, tmp_path):
             peer.drain()
         assert peer.latest("BMS_Status")["BmsState"] in (2, 3)
         assert node.counters["rx_accepted"] >= 100
+
+
+# --- what another node sends at a running serve (issue 9, items 10 and 11) ---------------------------------
+_INJECTOR = '''
+"""A careless or hostile peer on the group: garbage, an identifier no CAN frame carries, a foreign error
+frame with the bus-off bit, and valid VCU_Commands asking for a state that does not exist."""
+import socket, sys, time
+import can, cantools
+from can.interfaces.udp_multicast.utils import pack_message
+from bms.can import Codec, dbc_text
+
+group, commands = sys.argv[1], int(sys.argv[2])
+print("ready", flush=True)
+sys.stdin.readline()  # imports done: inject when the test says so, while serve runs
+raw = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+raw.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
+raw.sendto(b"\\x00", (group, 43113))                                    # one byte: not a msgpack frame
+raw.sendto(pack_message(can.Message(arbitration_id=0x800, is_extended_id=False, data=bytes(8), check=False)),
+           (group, 43113))                                            # an 11-bit frame with ID 0x800
+with can.Bus(interface="udp_multicast", channel=group) as bus:
+    bus.send(can.Message(arbitration_id=0x40, is_error_frame=True, dlc=8, data=bytes(8)))  # CAN_ERR_BUSOFF
+    vcu = cantools.database.load_string(dbc_text(), database_format="dbc").get_message_by_name("VCU_Command")
+    protect = Codec()["VCU_Command"].protect
+    for k in range(commands):
+        data = vcu.encode({"VCU_Command_CRC": 0, "VCU_Command_Counter": 0, "StateRequest": 7,
+                           "ContactorRequest": 0}, strict=False)
+        bus.send(can.Message(arbitration_id=vcu.frame_id, is_extended_id=False, data=protect(data, k % 16)))
+        time.sleep(0.01)
+print("injected", flush=True)
+'''
+
+
+def _wait_for(proc, text: str) -> None:
+    lines: list[str] = []
+    while not any(text in line for line in lines):
+        line = proc.stdout.readline()
+        assert line, "".join(lines) + proc.stderr.read()
+        lines.append(line)
+
+
+def _run_with_injection(ns, tmp_path, args, *, ready: str, commands: int, timeout: float):
+    """Start the injecting peer and wait past its imports (slow on a loaded machine), start ``args``, and once
+    it prints ``ready`` set the peer off; returns the command's (process, stdout, stderr) when it has ended."""
+    script = tmp_path / "inject.py"
+    script.write_text(_INJECTOR)
+    injector = _popen(ns, [str(script), GROUP, str(commands)], stdin=subprocess.PIPE)
+    proc = None
+    try:
+        _wait_for(injector, "ready")
+        proc = _popen(ns, args)
+        _wait_for(proc, ready)
+        injector.stdin.write("go\n")
+        injector.stdin.flush()
+        i_out, i_err = _stop(injector, timeout=60)
+        assert injector.returncode == 0 and "injected" in i_out, i_err
+        out, err = _stop(proc, timeout=timeout)
+    finally:
+        if proc is not None and proc.poll() is None:
+            _stop(proc, signal.SIGINT)
+        if injector.poll() is None:
+            _stop(injector, signal.SIGKILL)
+    return proc, out, err
+
+
+def test_serve_on_udp_multicast_counts_what_another_node_sends_and_goes_on(netns, tmp_path):
+    """Garbage, an invalid ID and a foreign bus-off error frame at a running serve: it keeps its 10 ms
+    schedule, counts each once, logs every frame once (its own sends come back on the group), and stops
+    cleanly at --duration."""
+    pytest.importorskip("msgpack", reason="python-can's udp_multicast interface needs msgpack")
+    log, report_path, commands = tmp_path / "serve.blf", tmp_path / "serve.json", 20
+    serve, out, err = _run_with_injection(
+        netns, tmp_path, ["-m", "hil.cli", "serve", "-i", "udp_multicast", "-c", GROUP, "--duration", "4",
+                          "--rt-priority", "0", "--log", str(log), "--json", str(report_path)],
+        ready="powered on", commands=commands, timeout=60)
+    assert serve.returncode == 0, err
+    assert "duration reached" in out and "the bus failed" not in err
+    report = json.loads(report_path.read_text())
+    c = report["counters"]
+    assert report["complete"] and report["stop_reason"] == "duration reached" and report["ticks"] >= 400
+    assert c["bad_frames"] == 2 and c["error_frames"] == 1 and c["bad_values"] == commands, c
+    assert c["rx_frames"] == commands + 1 and c["not_for_bms"] == 0 and c["unknown_id"] == 0, c
+    assert c["rx_accepted"] == 0, c  # each frame counted once: an out-of-range request is not also accepted
+    assert c["tx_frames"] - 100 <= c["own_frames"] <= c["tx_frames"], c  # its own sends, heard back once each
+    assert "could not unpack received message" in report["last_rx_error"]
+    status = next(s for s in report["cycle_times"] if s["message"] == "BMS_Status")
+    assert status["period_ms"] == 10 and status["mean_interval_ms"] == pytest.approx(10.0, abs=0.5)
+    with can.BLFReader(str(log)) as reader:
+        frames = list(reader)
+    assert len(frames) == report["log_frames"] == c["tx_frames"] + c["rx_frames"]
+    codec_status = codec()["BMS_Status"]
+    counters = [codec_status.counter_of(m.data) for m in frames if m.arbitration_id == codec_status.frame_id]
+    assert len(counters) == status["frames"]
+    assert all((b - a) % 16 == 1 for a, b in zip(counters, counters[1:]))  # each BMS frame logged once
+
+
+def test_a_paced_run_on_udp_multicast_counts_stray_frames_and_goes_on(netns, tmp_path):
+    """run --mode paced with the VCU model on its own handle of the group: stray frames are counted, the
+    VCU model still drives the BMS to READY, the run ends where --max-sim-s cuts it, not at the bus."""
+    pytest.importorskip("msgpack", reason="python-can's udp_multicast interface needs msgpack")
+    out_dir = tmp_path / "out"
+    run, out, err = _run_with_injection(  # "simulating": printed once the bus is open, as the loop starts
+        netns, tmp_path, ["-m", "hil.cli", "run", "--mode", "paced", "-i", "udp_multicast", "-c", GROUP,
+                          "--max-sim-s", "4", "--out", str(out_dir), "--status-every", "0.5"],
+        ready="simulating", commands=0, timeout=90)  # no commands: they would cross the VCU model's alive counter
+    summary = json.loads((out_dir / "summary.json").read_text())
+    assert run.returncode == 4 and summary["incomplete_cause"] == "max_sim_s", (out, err, summary["stop_reason"])
+    c = summary["can"]["counters"]
+    assert c["bad_frames"] == 2 and c["error_frames"] == 1 and c["crc_errors"] == c["counter_errors"] == 0, c
+    assert c["rx_accepted"] > 100 and c["own_frames"] > 0 and c["not_for_bms"] == 0, c
+    status = codec()["BMS_Status"]
+    with can.BLFReader(str(out_dir / "bus.blf")) as reader:
+        states = [status.decode(m.data)["BmsState"] for m in reader if m.arbitration_id == status.frame_id]
+    assert 3 in states  # READY: the VCU model's commands reached the BMS
+
+
+_FLOOD = '''
+import os, socket, sys
+raw = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for _ in range(int(sys.argv[2])):
+    raw.sendto(os.urandom(1 + os.urandom(1)[0] % 64), (sys.argv[1], 43113))
+print("flooded", flush=True)
+'''
+
+
+def test_a_flood_of_garbage_never_stops_serve(netns, tmp_path):
+    """20,000 random datagrams as fast as a process can send them (more than the socket buffer holds, so
+    some are dropped by the kernel): every one that arrives is counted, serve runs to its --duration."""
+    pytest.importorskip("msgpack", reason="python-can's udp_multicast interface needs msgpack")
+    report_path, script = tmp_path / "serve.json", tmp_path / "flood.py"
+    script.write_text(_FLOOD)
+    serve = _popen(netns, ["-m", "hil.cli", "serve", "-i", "udp_multicast", "-c", GROUP, "--duration", "3",
+                           "--rt-priority", "0", "--json", str(report_path)])
+    try:
+        _wait_for(serve, "powered on")
+        flood = _popen(netns, [str(script), GROUP, "20000"])
+        flood_out, flood_err = _stop(flood, timeout=60)
+        assert "flooded" in flood_out, flood_err
+        out, err = _stop(serve, timeout=60)
+    finally:
+        if serve.poll() is None:
+            _stop(serve, signal.SIGINT)
+    assert serve.returncode == 0, err
+    report = json.loads(report_path.read_text())
+    assert report["stop_reason"] == "duration reached", report["stop_reason"]
+    assert report["counters"]["bad_frames"] > 100 and report["counters"]["rx_errors"] == 0, report["counters"]
+
+
+_CLOSED_SOCKET = '''
+"""The node's own socket closed under it (as when the interface goes away): the run stops, logs flushed."""
+import os, sys
+from bms.can import BusFailure, CanNode
+from bms.emulator import Emulator
+
+node = CanNode(Emulator("assb60-192s2p", seed=0, initial_soc=0.6, dt_s=0.01), interface="udp_multicast",
+               channel=sys.argv[1], clock="wall", log=sys.argv[2])
+node.run_for(0.3)
+if sys.argv[3] == "closed":
+    os.close(node.bus.fileno())
+else:  # the descriptor now names a file: every receive fails with ENOTSOCK, an error of no known adapter failure
+    os.dup2(os.open(os.devnull, os.O_RDWR), node.bus.fileno())
+try:
+    node.run(5.0)
+except BusFailure as exc:
+    c = exc.report.counters
+    print(f"ticks {exc.report.ticks} tx {c['tx_frames']} logged {exc.report.log_frames} rx_errors {c['rx_errors']}")
+    print(f"failure: {exc}", flush=True)
+'''
+
+
+def test_a_closed_socket_is_the_adapters_own_failure_and_stops_the_run(netns, tmp_path):
+    pytest.importorskip("msgpack", reason="python-can's udp_multicast interface needs msgpack")
+    script, log = tmp_path / "closed.py", tmp_path / "closed.log"
+    script.write_text(_CLOSED_SOCKET)
+    proc = _popen(netns, [str(script), GROUP, str(log), "closed"])
+    out, err = _stop(proc, timeout=60)
+    assert proc.returncode == 0 and "failure: " in out, out + err
+    assert "Bad file descriptor" in out, out
+    ticks, tx, logged, _ = (int(w) for w in out.split()[1:8:2])
+    assert ticks < 100 and tx > 0
+    assert log.read_text().count("\n") == logged == tx  # every frame sent is in the log, once
+
+
+def test_a_receive_that_fails_for_a_second_on_end_stops_the_run(netns, tmp_path):
+    """An operating-system error on every receive that names no known adapter failure (ENOTSOCK): counted
+    and retried, then, after a second without one good read, the bus has failed."""
+    pytest.importorskip("msgpack", reason="python-can's udp_multicast interface needs msgpack")
+    script, log = tmp_path / "failing.py", tmp_path / "failing.log"
+    script.write_text(_CLOSED_SOCKET)
+    proc = _popen(netns, [str(script), GROUP, str(log), "not-a-socket"])
+    out, err = _stop(proc, timeout=60)
+    assert proc.returncode == 0 and "receiving from the bus has failed for" in out, out + err
+    ticks, tx, logged, rx_errors = (int(w) for w in out.split()[1:8:2])
+    assert 30 + 100 <= ticks < 30 + 500 and rx_errors > 100  # a second of failed receives, then the end
+    assert log.read_text().count("\n") == logged
+
+
+def test_a_paced_diagnostic_scenario_on_udp_multicast_gets_its_answers(netns, tmp_path):
+    """The scenario's UDS tester on a handle of its own: the node's responses reach it (on the node's
+    handle they would be the node's own frames heard back), and the node hears its requests."""
+    pytest.importorskip("msgpack", reason="python-can's udp_multicast interface needs msgpack")
+    out_dir = tmp_path / "out"
+    run = _popen(netns, ["-m", "hil.cli", "run", "diagnostics", "--mode", "paced", "-i", "udp_multicast", "-c",
+                         GROUP, "--max-sim-s", "3.5", "--out", str(out_dir), "--no-plots"])
+    out, err = _stop(run, timeout=90)
+    assert run.returncode == 4, out + err  # truncated by --max-sim-s, not ended by the bus
+    summary = json.loads((out_dir / "summary.json").read_text())
+    answered = [v["message"] for v in summary["verdicts"] if v["passed"] and "positive at" in v["message"]]
+    assert any(m.startswith("uds:vin:positive") for m in answered), summary["verdicts"]
+    assert any(m.startswith("uds:unlock:positive") for m in answered), summary["verdicts"]
+    c = summary["can"]["counters"]
+    assert c["diag_frames"] >= 3 and c["not_for_bms"] == 0 and c["own_frames"] > 0, c

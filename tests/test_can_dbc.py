@@ -27,8 +27,10 @@ def test_dbc_loads_in_cantools_without_warnings(tmp_path, caplog):
             db = cantools.database.load_file(str(path), strict=True)
     noisy = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert not noisy, [r.getMessage() for r in noisy]
-    assert {m.name for m in db.messages} >= set(CYCLIC_TX) | {"VCU_Command", "CHG_Status", "DIAG_Request",
-                                                             "DIAG_Response", "HIL_Load"}
+    assert {m.name for m in db.messages} >= set(CYCLIC_TX) | {"VCU_Command", "CHG_Status", "HIL_Load"}
+    # diagnostics are UDS on ISO-TP (bms.diag), not DBC messages: nothing on the diagnostic identifiers
+    assert not {m.frame_id for m in db.messages} & {0x7E0, 0x7E8, 0x7DF}
+    assert "UDS (ISO 14229-1) on ISO-TP" in db.dbc.attributes.get("CM_", "") or "UDS" in dbc_text()
     for name, cycle_ms in CYCLIC_TX.items():
         message = db.get_message_by_name(name)
         assert message.cycle_time == cycle_ms and message.senders == ["BMS"]

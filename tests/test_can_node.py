@@ -13,8 +13,12 @@ import pytest
 from can_support import Peer, codec, no_leaked_buses_or_threads  # noqa: F401
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from udsoncan.client import Client
+from udsoncan.services import ReadDTCInformation
 
+from bms import Protection
 from bms.can import BusError, BusFailure, CanNode, Frame, dbc_text, open_bus
+from bms.diag import DTC_DEFINITIONS, LockstepConnection, client_config
 from bms.emulator import Emulator
 
 DT = 0.01
@@ -67,8 +71,9 @@ def scripted_drive(s: Session, seconds: float) -> None:
                                  "CoolingFactor": 1.0})
         if k % 10 == 0:
             s.peer.send("CHG_Status", {"ChargerConnected": 0})
-        if k % 100 == 50:
-            s.peer.send("DIAG_Request", {"DiagService": 0x19, "DiagDtcIndex": 0})
+        if k % 100 == 50:  # ReadDTCInformation by status mask, one ISO-TP single frame
+            request = ReadDTCInformation.make_request(0x02, status_mask=0xFF).get_payload()
+            s.bus.send(can.Message(arbitration_id=0x7E0, data=bytes((len(request),)) + request, is_extended_id=False))
         s.step()
 
 
@@ -169,7 +174,7 @@ def test_cycle_time_statistics_of_a_lockstep_run_are_exact(request):
 def test_a_test_vcu_closes_the_contactors_drives_and_sees_the_bms_fault_when_it_goes_silent(request):
     with Session(request, seed=1) as s:
         states = []
-        for k in range(300):  # 3 s of DRIVE requests
+        for _k in range(300):  # 3 s of DRIVE requests
             s.peer.send("VCU_Command", {"StateRequest": 2, "ContactorRequest": 2})
             status = s.peer.latest("BMS_Status")
             ready = status is not None and status["BmsState"] == 3
@@ -197,19 +202,12 @@ def test_a_test_vcu_closes_the_contactors_drives_and_sees_the_bms_fault_when_it_
         assert abs(s.peer.latest("BMS_PackMeasurements")["PackCurrent"]) < 2.0
         fault = next(t for t, name, active in s.node.comm_fault_log if name == "VCU_Command" and active)
         assert silent_at < fault <= silent_at + 0.2
-        # a tester reads the fault codes
-        s.peer.send("DIAG_Request", {"DiagService": 0x19, "DiagDtcIndex": 0})
-        s.step()
-        response = s.peer.latest("DIAG_Response")
-        assert response["DiagResponse"] == 0x59 and response["ReadDtc_Count"] >= 1
-        codes = {d.code for d in s.emulator.bms.dtcs}
-        assert response["ReadDtc_Code"] in codes
-        s.peer.send("DIAG_Request", {"DiagService": 0x19, "DiagDtcIndex": 200})
-        s.peer.send("DIAG_Request", {"DiagService": 0x22, "DiagDtcIndex": 0})
-        s.step()
-        nrc = [codec()["DIAG_Response"].decode(m.data) for m in s.peer.received[-40:]
-               if m.arbitration_id == 0x7E8][-2:]
-        assert [(r["DiagResponse"], r["Negative_Code"]) for r in nrc] == [(0x7F, 0x31), (0x7F, 0x11)]
+        # a tester reads the fault codes (UDS on ISO-TP, the stock udsoncan client)
+        with Client(LockstepConnection(s.node, step=s.step), config=client_config(s.node.diag.dids)) as client:
+            confirmed = client.get_dtc_by_status_mask(0x08).service_data.dtcs
+            expected = {DTC_DEFINITIONS[Protection[d.name]].code for d in s.emulator.bms.dtcs
+                        if d.status == "confirmed"}
+            assert {d.id for d in confirmed} == expected and DTC_DEFINITIONS[Protection.VCU_TIMEOUT].code in expected
 
 
 def test_e2e_errors_raise_the_comm_fault_and_valid_frames_clear_it(request):
@@ -238,11 +236,14 @@ _VALID_IDS = sorted(m.frame_id for m in codec().messages.values())
 
 @st.composite
 def frames(draw):
-    kind = draw(st.sampled_from(["valid-id", "random-id", "extended", "remote", "error", "e2e"]))
+    kind = draw(st.sampled_from(["valid-id", "random-id", "extended", "invalid-id", "remote", "error", "e2e"]))
     if kind == "e2e":  # a protected message with a bad counter or CRC, or a good one
         name = draw(st.sampled_from(["VCU_Command", "CHG_Status"]))
         message = codec()[name]
         data = bytearray(message.protect(message.encode({}), draw(st.integers(0, 15))))
+        if name == "VCU_Command":  # any StateRequest the 4 bits hold, those above SHUTDOWN (4) too
+            data[1] = (data[1] & 0x0F) | draw(st.integers(0, 15)) << 4
+            data = bytearray(message.protect(bytes(data), message.counter_of(data)))
         if draw(st.booleans()):
             data[0] ^= draw(st.integers(1, 255))
         return can.Message(arbitration_id=message.frame_id, data=bytes(data), is_extended_id=False)
@@ -252,6 +253,11 @@ def frames(draw):
         return can.Message(arbitration_id=draw(st.sampled_from(_VALID_IDS)), data=data, is_extended_id=False)
     if kind == "random-id":
         return can.Message(arbitration_id=draw(st.integers(0, 0x7FF)), data=data, is_extended_id=False)
+    if kind == "invalid-id":  # an identifier no CAN frame carries (python-can builds it unchecked)
+        extended = draw(st.booleans())
+        lowest = 0x20000000 if extended else 0x800
+        return can.Message(arbitration_id=draw(st.integers(lowest, 0x3FFFFFFF)), data=data, is_extended_id=extended,
+                           check=False)
     if kind == "extended":
         return can.Message(arbitration_id=draw(st.integers(0, 0x1FFFFFFF)), data=data, is_extended_id=True)
     if kind == "remote":
@@ -263,7 +269,8 @@ def frames(draw):
 
 
 CATEGORIES = ("rx_accepted", "unknown_id", "not_for_bms", "wrong_dlc", "error_frames", "remote_frames",
-              "crc_errors", "counter_errors", "bad_values")
+              "crc_errors", "counter_errors", "bad_values", "bad_frames",
+              "diag_frames")  # a random ID may be 0x7DF/0x7E0
 
 
 def test_fuzzed_frames_never_raise_and_are_all_counted(request):
@@ -298,13 +305,27 @@ def test_a_vanished_adapter_stops_the_run_cleanly_with_the_log_flushed(request, 
     assert not node.log.alive
 
 
-def test_bus_off_stops_the_run(request):
-    with Session(request) as s:
+def test_bus_off_of_the_nodes_own_controller_stops_the_run(request):
+    """Where error frames are the controller's own reports (SocketCAN, adapters; here said so explicitly,
+    since on the virtual bus they come from other handles), bus-off ends the run."""
+    with Session(request, controller_error_frames=True) as s:
         s.step(3)
         s.bus.send(can.Message(arbitration_id=0x40, is_error_frame=True, dlc=8, data=bytes(8)))
         with pytest.raises(BusFailure, match="bus-off"):
             s.node.run_for(DT)
         assert s.node.counters["error_frames"] == 1
+
+
+def test_an_error_frame_another_node_sends_is_counted_and_the_run_goes_on(request):
+    """On a bus of software handles an error frame, bus-off bit and all, is another process's frame."""
+    with Session(request) as s:
+        assert not s.node.controller_error_frames
+        s.step(3)
+        for _ in range(3):
+            s.bus.send(can.Message(arbitration_id=0x40, is_error_frame=True, dlc=8, data=bytes(8)))
+        s.step(5)
+        assert s.node.counters["error_frames"] == 3
+        assert s.node.t_s == pytest.approx(9 * DT)
 
 
 def test_open_bus_like_python_can_tools(monkeypatch):
@@ -362,15 +383,22 @@ def test_ctrl_c_stops_serve_cleanly_with_logs_flushed(tmp_path):
     try:
         first = proc.stdout.readline()
         assert "bms-emu serve: BMS on" in first, first + proc.stderr.read()
-        time.sleep(0.5)
+        # synchronised on the process, not on a sleep: powered on, and >= 20 frames on disk (the log writer
+        # hands its frames to the OS at least every second), however loaded the machine is
+        while "powered on, running" not in (line := proc.stdout.readline()):
+            assert line, proc.stderr.read()
+        deadline = time.monotonic() + 120.0
+        while len(logs[2].read_text().splitlines()) < 20:
+            assert time.monotonic() < deadline and proc.poll() is None, "the candump log never reached 20 frames"
+            time.sleep(0.05)
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
+        out, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
     assert proc.returncode == 0, err
-    assert "interrupted" in out and "BMS_CellVoltages" in out
+    assert "stopped: interrupted by SIGINT (Ctrl-C) at t = " in out and "BMS_CellVoltages" in out
     for log in logs:
         with can.LogReader(str(log)) as reader:
             assert len(list(reader)) >= 20, log

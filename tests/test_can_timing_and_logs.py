@@ -1,9 +1,12 @@
 """Clocks, the deadline scheduler, cycle-time statistics and the background log writer."""
+import math
 import threading
 
 import can
 import pytest
 from can_support import no_leaked_buses_or_threads  # noqa: F401
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bms.can import CycleStats, LogError, LogWriter, Scheduler, VirtualClock, WallClock
 
@@ -31,6 +34,25 @@ def test_scheduler_counts_missed_deadlines_and_skips_ahead():
     assert s.pop_due(1000) == [] and s.next_due_ns() is None
     with pytest.raises(ValueError):
         s.add("bad", 0)
+
+
+@given(st.lists(st.tuples(st.integers(1, 12), st.integers(0, 12), st.booleans()), min_size=1, max_size=8),
+       st.sampled_from([1, 3, 10]))
+def test_the_cyclic_table_gives_what_pop_due_gives_every_tick(specs, tick):
+    """The node's precomputed schedule against the heap, tick by tick over two repetitions and more (or
+    None where the schedule does not repeat in whole ticks: a period or phase off the tick grid)."""
+    s = Scheduler()
+    for i, (period_ticks, phase_ticks, off_grid) in enumerate(specs):
+        period = period_ticks * tick + (1 if off_grid and tick > 1 else 0)
+        s.add(f"m{i}", period, phase_ns=min(phase_ticks * tick, period), payload=i)
+    table = s.cyclic_table(tick)
+    on_grid = all(t.period_ns % tick == 0 and t.next_due_ns % tick == 0 and t.next_due_ns > 0 for t in s.tasks)
+    repeats = on_grid and math.lcm(*(t.period_ns // tick for t in s.tasks)) <= 10_000
+    assert (table is not None) == repeats
+    if table is None:
+        return
+    for k in range(1, 2 * len(table) + 13):
+        assert table[k % len(table)] == [t.payload for t in s.pop_due(k * tick)], k
 
 
 def test_virtual_clock_jumps_and_wall_clock_waits_for_absolute_deadlines():
@@ -114,7 +136,7 @@ def test_log_writer_rejects_unknown_formats_and_reports_a_failing_writer(tmp_pat
 
 
 def test_log_writer_never_blocks_the_wall_clock_producer(tmp_path):
-    writer = LogWriter(tmp_path / "run.log", block=False, max_batches=1)
+    writer = LogWriter(tmp_path / "run.log", block=False, max_pending_frames=1)
     # not started: the queue fills and further batches are dropped and counted, never waited for
     writer.write([can.Message(arbitration_id=1)])
     writer.write([can.Message(arbitration_id=2), can.Message(arbitration_id=3)])
@@ -122,3 +144,37 @@ def test_log_writer_never_blocks_the_wall_clock_producer(tmp_path):
     writer.start()
     writer.stop()
     assert threading.active_count() >= 1
+
+
+_frame = st.builds(
+    lambda i, ext, remote, rx, fd, err, data, ch, k: can.Message(
+        timestamp=100.0 + k * 0.001, arbitration_id=i if ext else i & 0x7FF, is_extended_id=ext,
+        is_remote_frame=remote and not fd, is_rx=rx, is_fd=fd, is_error_frame=err, channel=ch,
+        data=b"" if remote and not fd else data[:64 if fd else 8], check=False),
+    st.integers(0, 0x1FFFFFFF), st.booleans(), st.booleans(), st.booleans(), st.booleans(),
+    st.booleans(), st.binary(max_size=64),
+    st.sampled_from([None, 0, 2, "vcan0", "bms-emu-lockstep0", "can", "x12"]), st.integers(0, 10**6))
+
+
+@given(st.lists(_frame, max_size=60), st.integers(1, 5))
+def test_the_batch_blf_writer_writes_python_cans_bytes(tmp_path_factory, frames, batches):
+    """BatchBLFWriter.write_frames against python-can's BLFWriter.on_message_received, byte for byte: small
+    containers so that flushes fall inside a batch; any batch split."""
+    from bms.can.logs import BatchBLFWriter
+    folder = tmp_path_factory.mktemp("blf")
+    for m in frames:
+        m.dlc = len(m.data) if not m.is_remote_frame else m.dlc
+    ref, new = can.BLFWriter(str(folder / "ref.blf"), max_container_size=300), \
+        BatchBLFWriter(str(folder / "new.blf"), max_container_size=300)
+    for w in (ref, new):
+        w.start_timestamp = 100.0
+    for m in frames:
+        ref.on_message_received(m)
+    step = max(1, len(frames) // batches)
+    for k in range(0, len(frames), step):
+        new.write_frames(frames[k:k + step])
+    for w in (ref, new):
+        w.stop()
+    assert (folder / "new.blf").read_bytes()[144:] == (folder / "ref.blf").read_bytes()[144:]
+    with can.BLFReader(str(folder / "new.blf")) as reader:
+        assert len(list(reader)) == len(frames)

@@ -103,4 +103,5 @@ def test_replay_command_writes_its_comparison(tmp_path, capsys):
     assert (out / "replay_compare.png").stat().st_size > 10_000 and (out / "report.html").exists()
     import json
     comparison = json.loads((out / "replay.json").read_text())
-    assert abs(comparison["soc"]["recorded_start"] - 0.7) < 1e-9 and comparison["soc"]["rms"] < 0.02
+    soc = comparison["signals"]["soc"]
+    assert abs(soc["recorded_start"] - 0.7) < 1e-9 and soc["rms"] < 0.02

@@ -3,10 +3,9 @@ import math
 
 import numpy as np
 import pytest
+from conftest import close_contactors, single_cell_params
 
 from bms import Drift, InputError, Offset, OpenWire, Pack, SensorLayer, Stuck
-
-from conftest import close_contactors, single_cell_params
 
 
 @pytest.mark.parametrize("kernels", ["compiled", "twin"])
@@ -67,6 +66,30 @@ def test_sensors_measure_the_truth_within_their_accuracy():
     # readings are quantised to the LSB
     assert np.allclose(np.round(layer.cell_voltage_V / sp.cell_voltage_lsb_V) * sp.cell_voltage_lsb_V,
                        layer.cell_voltage_V, atol=1e-12)
+
+
+def test_sensor_noise_is_standard_normal_and_fixed_by_the_seed():
+    layer = SensorLayer(Pack("assb60-192s2p"), seed=5)
+    blocks = []
+    for _ in range(8):
+        layer._refill_noise()
+        blocks.append(layer.state.noise.copy())
+    x = np.concatenate(blocks)
+    # Kolmogorov-Smirnov distance to the normal CDF (from math.erf, not the levels' own quantile function)
+    xs = np.sort(x)
+    cdf = 0.5 * (1.0 + np.vectorize(math.erf)(xs / math.sqrt(2.0)))
+    n = xs.size
+    ks = max(np.max(np.arange(1, n + 1) / n - cdf), np.max(cdf - np.arange(n) / n))
+    assert ks < 1.63 / math.sqrt(n)  # the 1 % critical value
+    assert abs(x.mean()) < 4 / math.sqrt(n) and x.var() == pytest.approx(1.0, abs=0.02)
+    assert np.mean(x ** 4) == pytest.approx(3.0, abs=0.1)  # Gaussian tails, not a uniform's
+    assert np.corrcoef(x[:-1], x[1:])[0, 1] == pytest.approx(0.0, abs=4 / math.sqrt(n))
+    again = SensorLayer(Pack("assb60-192s2p"), seed=5)
+    again._refill_noise()
+    assert np.array_equal(again.state.noise, blocks[0])
+    other = SensorLayer(Pack("assb60-192s2p"), seed=6)
+    other._refill_noise()
+    assert not np.array_equal(other.state.noise, blocks[0])
 
 
 def test_sample_periods_are_kept():

@@ -3,14 +3,13 @@ import os
 from pathlib import Path
 
 import numpy as np
-from hypothesis import given, strategies as st
+from conftest import rel_close
+from hypothesis import given
+from hypothesis import strategies as st
 
 import bms
-from bms import Pack, SensorLayer, load_pack
-from bms import _kernels
+from bms import Pack, SensorLayer, _kernels, load_pack
 from bms.sensors import Drift, Offset, OpenWire, Stuck
-
-from conftest import rel_close
 
 SCALE = {"soc": 1.0, "v_rc1_V": 1e-3, "v_rc2_V": 1e-3, "hysteresis": 1.0, "temp_core_C": 1.0,
          "temp_surface_C": 1.0, "cell_current_A": 1.0, "cell_heat_W": 1.0, "group_voltage_V": 1.0,
@@ -109,3 +108,66 @@ def test_sensor_kernels_agree(compiled, twin, setup, faults):
         assert counts[0] == counts[1]
         assert rel_close(layers[0].state.reading, layers[1].state.reading, atol=1e-9)
         assert np.array_equal(layers[0].state.next_sample_s, layers[1].state.next_sample_s)
+
+
+def _assert_same_bits(a, b):
+    for name, array in a.state.arrays().items():
+        assert np.array_equal(array, getattr(b.state, name), equal_nan=True), name
+
+
+# (array, change) an outside write between steps: a test's setup, an injected fault, fade, stack pressure;
+# temperature changes below and above the Arrhenius refresh step, SOC changes within and across table intervals
+OUTSIDE_WRITES = [("soc", 1e-7), ("soc", 0.06), ("temp_core_C", 0.004), ("temp_core_C", -3.0),
+                  ("temp_surface_C", 1.0), ("capacity_Ah", -0.5), ("r0_scale", 0.1), ("r1_scale", 0.2),
+                  ("r2_scale", -0.1), ("hysteresis", 0.3), ("hysteresis_sign", -1.0), ("v_rc1_V", 0.01),
+                  ("arrhenius_temp_C", float("nan")), ("arrhenius_r2", 0.05), ("short_conductance_S", 0.5)]
+
+
+@given(pack_setups(), st.sampled_from(OUTSIDE_WRITES), st.integers(0, 17))
+def test_plant_kernel_sees_outside_writes_between_steps(compiled, twin, setup, write, cell):
+    """The compiled plant keeps what the end of a step computes (OCV, entropic slope, SOC factor, the table
+    intervals) for the next step's start. After an outside write between steps it must step exactly as a
+    kernel that never stepped (the same bits) and as the twin (1e-9)."""
+    params, state, balancing, contactors, link_V, steps = setup
+    a = _build(compiled, params, state, balancing, contactors, link_V)
+    b = _build(twin, params, state, balancing, contactors, link_V)
+    for pack in (a, b):
+        pack.step(*steps[0])
+        name, change = write
+        getattr(pack.state, name)[cell % params.n_cells] += change
+    fresh = Pack(params, seed=7, kernels=compiled)
+    fresh.state.copy_from(a.state)
+    for dt, current, coolant, cooling in steps[1:] or steps:
+        for pack in (a, b, fresh):
+            pack.step(dt, current, coolant, cooling)
+        _assert_same_bits(a, fresh)
+        for name, scale in SCALE.items():
+            mine, theirs = getattr(a.state, name), getattr(b.state, name)
+            assert rel_close(mine, theirs, atol=1e-9 * max(scale, float(np.max(np.abs(theirs))))), name
+
+
+def test_plant_kernel_across_every_table_interval_matches_a_fresh_kernel(compiled, twin):
+    """A full discharge, a rest and a charge at 1 s steps: each cell's SOC crosses every interval of the OCV
+    and entropic tables, where the kept interval of the last look-up must be replaced. Every 250 s a kernel
+    that never stepped takes the next step from a copy of the state: the same bits."""
+    params = load_pack().replace(pack={"n_series": 4, "n_parallel": 2, "n_modules": 1})
+    packs = [Pack(params, seed=3, initial_soc=0.98, temp_C=-5.0, kernels=k) for k in (compiled, twin)]
+    for pack in packs:
+        pack.command_contactors(main_positive=True, main_negative=True)
+    socs = []
+    for k in range(5000):
+        current = 150.0 if k < 2750 else (0.0 if k < 2950 else -150.0)
+        if k % 250 == 0:
+            fresh = Pack(params, seed=3, kernels=compiled)
+            fresh.state.copy_from(packs[0].state)
+            fresh.step(1.0, current, 20.0)
+        for pack in packs:
+            pack.step(1.0, current, 20.0)
+        if k % 250 == 0:
+            _assert_same_bits(packs[0], fresh)
+        socs.append(packs[0].state.soc.copy())
+    assert np.max(socs[0]) > 0.95 and np.min(socs) < 0.05 and np.min(socs[-1]) > 0.6  # down and up again
+    a, b = packs
+    for name, scale in SCALE.items():
+        mine, theirs = getattr(a.state, name), getattr(b.state, name)
+        assert rel_close(mine, theirs, atol=1e-9 * max(scale, float(np.max(np.abs(theirs))))), name

@@ -5,7 +5,10 @@ Same constructor and ``step`` signature as the compiled ``bms._ext.plant.PlantKe
 Conventions: current > 0 discharges; temperatures in degC at the interface, kelvin inside formulas.
 Within a step the current is held constant: RC pairs, the DC link and the heat dissipated in each
 resistor are integrated exactly; SOC, hysteresis and temperature-dependent parameters are taken at
-the start of the step.
+the start of the step for the solve. What is reported afterwards describes one instant, the end of the
+step: states, and terminal voltages formed from the end-of-step state (OCV at the end SOC and core
+temperature, end hysteresis and RC voltages, R0 at the end SOC and temperature) with the current the
+cells carried through the step. Currents and heat are the step's means (see bms.plant.PlantState).
 """
 from __future__ import annotations
 
@@ -13,9 +16,19 @@ import math
 
 import numpy as np
 
-from .._layout import (ARRHENIUS_MAX_C, ARRHENIUS_MIN_C, ARRHENIUS_REFRESH_K, HYSTERESIS_SIGN_C_RATE,
-                       LINK_VOLTAGE, MAIN_NEGATIVE,
-                       MAIN_POSITIVE, PACK_CURRENT, PACK_CURRENT_PEAK, PACK_VOLTAGE, PRECHARGE)
+from .._layout import (
+    ARRHENIUS_MAX_C,
+    ARRHENIUS_MIN_C,
+    ARRHENIUS_REFRESH_K,
+    HYSTERESIS_SIGN_C_RATE,
+    LINK_VOLTAGE,
+    MAIN_NEGATIVE,
+    MAIN_POSITIVE,
+    PACK_CURRENT,
+    PACK_CURRENT_PEAK,
+    PACK_VOLTAGE,
+    PRECHARGE,
+)
 from ..errors import InputError
 
 KELVIN = 273.15
@@ -85,16 +98,9 @@ class PlantKernel:
         a1, a2 = math.exp(-dt / c.tau1_s), math.exp(-dt / c.tau2_s)
         b1, b2 = 1.0 - a1, 1.0 - a2
 
-        # temperature factors, refreshed only where the core temperature has moved
+        # temperature factors: refreshed at the end of every step, so here only after outside changes
         T = s.temp_core_C.copy()
-        stale = ~(np.abs(T - s.arrhenius_temp_C) <= ARRHENIUS_REFRESH_K)
-        if stale.any():
-            # the resistance law is evaluated within the model's range, so a runaway cell stays finite
-            x = 1.0 / (np.clip(T[stale], ARRHENIUS_MIN_C, ARRHENIUS_MAX_C) + KELVIN) - 1.0 / T_REF_K
-            s.arrhenius_r0[stale] = np.exp(self.ea[0] * x)
-            s.arrhenius_r1[stale] = np.exp(self.ea[1] * x)
-            s.arrhenius_r2[stale] = np.exp(self.ea[2] * x)
-            s.arrhenius_temp_C[stale] = T[stale]
+        self._refresh_arrhenius(T)
         z = s.soc.copy()
         sf = 1.0 + c.resistance_soc_curvature * (z - 0.5) * (z - 0.5)
         r0 = c.r0_ohm * s.arrhenius_r0 * sf * s.r0_scale
@@ -151,8 +157,33 @@ class PlantKernel:
         det = (ac + g_cs) * d - g_cs * g_cs
         s.temp_core_C[:] = (rhs_c * d + g_cs * rhs_s) / det
         s.temp_surface_C[:] = (g_cs * rhs_c + (ac + g_cs) * rhs_s) / det
-        s.group_voltage_V[:] = v_g
-        s.scalars[PACK_VOLTAGE] = v_g.sum()
+
+        # end-of-step terminal voltages, all from the end-of-step state: the RC capacitors and the OCV are
+        # sources at that instant, behind R0 carrying the step's current
+        T_end = s.temp_core_C
+        self._refresh_arrhenius(T_end)
+        z = s.soc
+        r0 = c.r0_ohm * s.arrhenius_r0 * (1.0 + c.resistance_soc_curvature * (z - 0.5) * (z - 0.5)) * s.r0_scale
+        hv = c.hysteresis_dynamic_V * s.hysteresis - c.hysteresis_instant_V * s.hysteresis_sign
+        v_cell_end = (interp_uniform(self.ocv, z) + (T_end - 25.0) * interp_uniform(self.dudt, z) + hv
+                      - s.v_rc1_V - s.v_rc2_V - r0 * i)
+        # parallel cells: the common voltage at which these sources behind R0 deliver the same total current
+        y = 1.0 / r0
+        v_g_end = (v_cell_end * y).reshape(shape).sum(axis=1) / y.reshape(shape).sum(axis=1)
+        s.group_voltage_V[:] = v_g_end
+        s.scalars[PACK_VOLTAGE] = v_g_end.sum()
+
+    def _refresh_arrhenius(self, T):
+        """Temperature factors of the resistances, refreshed only where the core temperature has moved."""
+        s = self.s
+        stale = ~(np.abs(T - s.arrhenius_temp_C) <= ARRHENIUS_REFRESH_K)
+        if stale.any():
+            # the resistance law is evaluated within the model's range, so a runaway cell stays finite
+            x = 1.0 / (np.clip(T[stale], ARRHENIUS_MIN_C, ARRHENIUS_MAX_C) + KELVIN) - 1.0 / T_REF_K
+            s.arrhenius_r0[stale] = np.exp(self.ea[0] * x)
+            s.arrhenius_r1[stale] = np.exp(self.ea[1] * x)
+            s.arrhenius_r2[stale] = np.exp(self.ea[2] * x)
+            s.arrhenius_temp_C[stale] = T[stale]
 
     def _link(self, dt, load_A, e_pack, z_pack):
         """Contactors and DC link, exact for the step; returns the mean string current."""

@@ -20,7 +20,8 @@ import numpy as np
 from .. import _protection as L
 from .._layout import MAIN_NEGATIVE, MAIN_POSITIVE
 from ..errors import InputError
-from ..faults import N_PROTECTIONS, Protection as P
+from ..faults import N_PROTECTIONS
+from ..faults import Protection as P
 
 TOLERANCE_S = 1e-9
 FEEDBACK_CLOSED = 0.5

@@ -11,8 +11,16 @@ import math
 
 import numpy as np
 
-from .._layout import (SAMPLE_TIME_TOLERANCE_S, FAULT_DRIFT, FAULT_OFFSET, FAULT_OPEN_WIRE, FAULT_STUCK, LINK_VOLTAGE,
-                       PACK_CURRENT, PACK_VOLTAGE)
+from .._layout import (
+    FAULT_DRIFT,
+    FAULT_OFFSET,
+    FAULT_OPEN_WIRE,
+    FAULT_STUCK,
+    LINK_VOLTAGE,
+    PACK_CURRENT,
+    PACK_VOLTAGE,
+    SAMPLE_TIME_TOLERANCE_S,
+)
 from ..errors import InputError
 
 

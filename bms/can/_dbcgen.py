@@ -12,7 +12,10 @@ Layout rules (documented in the DBC's comments too):
   low byte first, then data bytes 1..7) and ``<Message>_Counter`` in the low nibble of byte 1 (0..15,
   incremented by one per transmission, wrapping);
 - the cell voltage and temperature messages are multiplexed: one page per frame, pages in round robin, so
-  ``GenMsgCycleTime`` is the frame period and a full sweep takes pages x cycle time.
+  ``GenMsgCycleTime`` is the frame period and a full sweep takes pages x cycle time;
+- diagnostics are UDS (ISO 14229-1) on ISO-TP (ISO 15765-2), not DBC messages: requests on 0x7E0 (physical)
+  and 0x7DF (functional), responses on 0x7E8 (``bms.diag``); the single-frame DIAG_Request/DIAG_Response
+  messages of earlier versions are gone.
 """
 from __future__ import annotations
 
@@ -23,6 +26,10 @@ N_CELL_VOLTAGES = 192          # series groups of the largest preset (assb60-192
 CELLS_PER_PAGE = 3
 N_TEMPERATURES = 24            # 12 modules x 2 sensors
 TEMPERATURES_PER_PAGE = 4
+# the CAN FD variant (assb_bms_fd.dbc): the same messages, cells and temperatures in 64- and 48-byte frames
+FD_CELLS_PER_PAGE = 24         # 8 pages: a full sweep in 80 ms instead of 640 ms
+FD_TEMPERATURES_PER_PAGE = 24  # one page
+FD_LENGTHS = {"BMS_CellVoltages": 64, "BMS_CellTemperatures": 48}
 SOP_HORIZONS_S = (2, 10, 30)   # pages of BMS_SOP
 
 BMS_STATES = ((0, "INIT"), (1, "STANDBY"), (2, "PRECHARGE"), (3, "READY"), (4, "CHARGING"), (5, "FAULT"),
@@ -32,10 +39,6 @@ FAULT_LEVELS = ((0, "NONE"), (1, "WARNING"), (2, "ERROR"), (3, "EMERGENCY"))
 OPEN_CLOSED = ((0, "OPEN"), (1, "CLOSED"))
 NO_YES = ((0, "NO"), (1, "YES"))
 CONTACTOR_REQUESTS = ((0, "NO_REQUEST"), (1, "OPEN"), (2, "CLOSE"))
-DIAG_SERVICES = ((0x14, "CLEAR_DTC"), (0x19, "READ_DTC"))
-DIAG_RESPONSES = ((0x54, "CLEAR_DTC_POSITIVE"), (0x59, "READ_DTC_POSITIVE"), (0x7F, "NEGATIVE"))
-NEGATIVE_CODES = ((0x11, "SERVICE_NOT_SUPPORTED"), (0x13, "INCORRECT_LENGTH"), (0x22, "CONDITIONS_NOT_CORRECT"),
-                  (0x31, "REQUEST_OUT_OF_RANGE"))
 
 
 @dataclass
@@ -73,6 +76,8 @@ class Msg:
     e2e: bool = False
     rx_timeout_ms: int = 0
     attributes: dict = field(default_factory=dict)
+    length: int = 8
+    fd: bool = False
 
 
 def _protection_bits() -> str:
@@ -88,7 +93,7 @@ def _e2e(name: str) -> list[Sig]:
             Sig(f"{name}_Counter", 8, 4, comment="Alive counter, +1 per transmission, wraps 15 -> 0.")]
 
 
-def _messages() -> list[Msg]:
+def _messages(fd: bool = False) -> list[Msg]:
     msgs: list[Msg] = []
     name = "BMS_Status"
     msgs.append(Msg(0x100, name, "BMS", "VCU,CHARGER", _e2e(name) + [
@@ -191,39 +196,32 @@ def _messages() -> list[Msg]:
         Sig("ChargeEnable", 48, 1, choices=NO_YES, comment="The BMS is in CHARGING and allows current."),
     ], "What the BMS asks of the charger.", cycle_ms=100, e2e=True))
 
-    cells = [Sig("CellVoltagePage", 0, 8, mux="M", maximum=N_CELL_VOLTAGES // CELLS_PER_PAGE - 1,
-                 comment="Page p carries series groups 3p+1..3p+3 (1-based in the signal names).")]
-    for page in range(N_CELL_VOLTAGES // CELLS_PER_PAGE):
-        for j in range(CELLS_PER_PAGE):
-            k = page * CELLS_PER_PAGE + j + 1
+    per = FD_CELLS_PER_PAGE if fd else CELLS_PER_PAGE
+    cells = [Sig("CellVoltagePage", 0, 8, mux="M", maximum=N_CELL_VOLTAGES // per - 1,
+                 comment=f"Page p carries series groups {per}p+1..{per}p+{per} (1-based in the signal names).")]
+    for page in range(N_CELL_VOLTAGES // per):
+        for j in range(per):
+            k = page * per + j + 1
             cells.append(Sig(f"CellVoltage_{k:03d}", 8 + 16 * j, 16, 0.0001, unit="V", mux=page,
                              comment=f"Measured voltage of series group {k}."))
     msgs.append(Msg(0x1C0, "BMS_CellVoltages", "BMS", "VCU", cells,
-                    f"Every measured series-group voltage, {CELLS_PER_PAGE} per frame, pages in round robin "
+                    f"Every measured series-group voltage, {per} per frame, pages in round robin "
                     f"(a pack with fewer groups sends fewer pages).", cycle_ms=10))
 
-    temps = [Sig("TemperaturePage", 0, 8, mux="M", maximum=N_TEMPERATURES // TEMPERATURES_PER_PAGE - 1,
-                 comment="Page p carries sensors 4p+1..4p+4 (1-based in the signal names).")]
-    for page in range(N_TEMPERATURES // TEMPERATURES_PER_PAGE):
-        for j in range(TEMPERATURES_PER_PAGE):
-            k = page * TEMPERATURES_PER_PAGE + j + 1
+    per = FD_TEMPERATURES_PER_PAGE if fd else TEMPERATURES_PER_PAGE
+    temps = [Sig("TemperaturePage", 0, 8, mux="M", maximum=N_TEMPERATURES // per - 1,
+                 comment=f"Page p carries sensors {per}p+1..{per}p+{per} (1-based in the signal names).")]
+    for page in range(N_TEMPERATURES // per):
+        for j in range(per):
+            k = page * per + j + 1
             temps.append(Sig(f"Temperature_{k:02d}", 8 + 12 * j, 12, 0.1, -50, unit="degC", mux=page,
                              comment=f"Measured surface temperature of sensor {k}."))
     msgs.append(Msg(0x1D0, "BMS_CellTemperatures", "BMS", "VCU", temps,
-                    f"Every measured temperature, {TEMPERATURES_PER_PAGE} per frame, pages in round robin.",
-                    cycle_ms=20))
-
-    msgs.append(Msg(0x7E8, "DIAG_Response", "BMS", "TESTER", [
-        Sig("DiagResponse", 0, 8, mux="M", choices=DIAG_RESPONSES, comment="Response service identifier."),
-        Sig("ReadDtc_Index", 8, 8, mux=0x59, comment="Index of the DTC reported in this frame."),
-        Sig("ReadDtc_Count", 16, 8, mux=0x59, comment="Number of stored DTCs."),
-        Sig("ReadDtc_Code", 24, 24, mux=0x59, comment="DTC number (3 bytes, as SAE J2012 / ISO 14229 DTCs)."),
-        Sig("ReadDtc_Status", 48, 8, mux=0x59, comment="DTC status byte (ISO 14229 bits)."),
-        Sig("ReadDtc_Level", 56, 2, mux=0x59, choices=FAULT_LEVELS, comment="Fault level of the DTC."),
-        Sig("ClearDtc_Cleared", 8, 8, mux=0x54, comment="Number of DTCs cleared."),
-        Sig("Negative_Service", 8, 8, mux=0x7F, comment="Service that was refused."),
-        Sig("Negative_Code", 16, 8, mux=0x7F, choices=NEGATIVE_CODES, comment="Negative response code."),
-    ], "Answer to DIAG_Request (single frame, no ISO-TP).", cycle_ms=0))
+                    f"Every measured temperature, {per} per frame, pages in round robin.", cycle_ms=20))
+    if fd:
+        for m in msgs:
+            if m.name in FD_LENGTHS:
+                m.length, m.fd = FD_LENGTHS[m.name], True
 
     name = "VCU_Command"
     msgs.append(Msg(0x200, name, "VCU", "BMS", _e2e(name) + [
@@ -251,11 +249,62 @@ def _messages() -> list[Msg]:
     ], "Bench input to the emulator's plant (not part of a real vehicle): the load current and cooling. "
        "The last value holds until the next frame.", cycle_ms=10))
 
-    msgs.append(Msg(0x7E0, "DIAG_Request", "TESTER", "BMS", [
-        Sig("DiagService", 0, 8, choices=DIAG_SERVICES, comment="0x19 reads one DTC, 0x14 clears all DTCs."),
-        Sig("DiagDtcIndex", 8, 8, comment="For READ_DTC: index of the stored DTC to report."),
-    ], "Diagnostic request to read or clear the BMS's fault codes (single frame, no ISO-TP).", cycle_ms=0))
+    msgs.append(_fault_control())
+
     return msgs
+
+
+# HIL_FaultControl: the scenarios' fault kinds (hil.scenario.FAULT_KINDS), one multiplexer page each
+FAULT_CONTROL_KINDS = ((1, "sensor"), (2, "internal_short"), (3, "stack_pressure"), (4, "contactor_weld"),
+                       (5, "coolant_loss"), (6, "vcu_silence"), (7, "can_corrupt"), (8, "bus_off"), (9, "isotp"),
+                       (10, "uds_pending"))
+SENSOR_CHANNELS = ((0, "cell_voltage"), (1, "temperature"), (2, "current"), (3, "pack_voltage"), (4, "link_voltage"),
+                   (5, "contactor_feedback"))
+SENSOR_FAULT_MODES = ((0, "open_wire"), (1, "stuck"), (2, "drift"), (3, "offset"))
+CONTACTORS = ((0, "main_positive"), (1, "main_negative"), (2, "precharge"))
+
+
+def _fault_control() -> Msg:
+    kinds = dict((name, code) for code, name in FAULT_CONTROL_KINDS)
+    return Msg(0x310, "HIL_FaultControl", "HIL", "BMS", [
+        Sig("FaultKind", 0, 8, mux="M", choices=FAULT_CONTROL_KINDS, minimum=1, maximum=10,
+            comment="The fault kind of the scenarios' [[fault]] tables; selects the page of the parameters."),
+        Sig("Action", 8, 2, choices=((0, "INJECT"), (1, "CLEAR")), maximum=1,
+            comment="INJECT the fault now, or CLEAR the injection of this kind and slot."),
+        Sig("Slot", 10, 6, comment="Names the injection can<Slot>:<kind>, so several of one kind can be active."),
+        Sig("ControlKey", 16, 16, comment="The 16-bit key printed with the bench-control token at start; a frame "
+                                          "with another key is refused (and audited)."),
+        Sig("SensorChannel", 32, 3, mux=kinds["sensor"], choices=SENSOR_CHANNELS, maximum=5,
+            comment="sensor: which kind of channel."),
+        Sig("SensorFault", 35, 2, mux=kinds["sensor"], choices=SENSOR_FAULT_MODES,
+            comment="sensor: the fault (value below for stuck, drift, offset)."),
+        Sig("SensorIndex", 37, 9, mux=kinds["sensor"], comment="sensor: the channel's index (0-based)."),
+        Sig("SensorValue", 46, 18, 0.001, mux=kinds["sensor"], signed=True,
+            comment="sensor: stuck value, drift per second or offset, in the channel's unit (V, degC, A)."),
+        Sig("ShortCell", 32, 10, mux=kinds["internal_short"], comment="internal_short: the cell (0-based)."),
+        Sig("ShortResistance", 42, 22, 0.001, unit="Ohm", mux=kinds["internal_short"],
+            comment="internal_short: the short's resistance."),
+        Sig("StackPressure", 32, 16, 0.001, unit="MPa", mux=kinds["stack_pressure"],
+            comment="stack_pressure: the stack pressure of every cell."),
+        Sig("WeldContactor", 32, 2, mux=kinds["contactor_weld"], choices=CONTACTORS, maximum=2,
+            comment="contactor_weld: the contactor that welds shut."),
+        Sig("FaultCoolingFactor", 32, 8, 0.01, mux=kinds["coolant_loss"],
+            comment="coolant_loss: the cooling left (0 = none, 1 = nominal)."),
+        Sig("CorruptWhat", 32, 1, mux=kinds["can_corrupt"], choices=((0, "counter"), (1, "crc")),
+            comment="can_corrupt: the VCU model's frames fail the alive counter or the CRC check."),
+        Sig("IsotpFault", 32, 2, mux=kinds["isotp"], choices=((0, "drop_cf"), (1, "reorder_cf"), (2, "wrong_sn"),
+                                                             (3, "late_fc")), comment="isotp: the transport fault."),
+        Sig("IsotpSide", 34, 1, mux=kinds["isotp"], choices=((0, "ecu"), (1, "tester")),
+            comment="isotp: on the ECU's side or the scenario tester's."),
+        Sig("IsotpIndex", 35, 8, mux=kinds["isotp"], comment="isotp: the consecutive frame's number (>= 1)."),
+        Sig("IsotpDelay", 43, 16, 0.001, unit="s", mux=kinds["isotp"],
+            comment="isotp: late_fc's delay (0: the default)."),
+        Sig("PendingDuration", 32, 16, 0.01, unit="s", mux=kinds["uds_pending"],
+            comment="uds_pending: how long the ECU answers 0x78 (0: until cleared)."),
+        Sig("PendingService", 48, 8, mux=kinds["uds_pending"], comment="uds_pending: only this service (0: any)."),
+    ], "Bench control (not part of a real vehicle): inject or clear a fault of the scenarios' vocabulary now. "
+       "Acted on only while the live view's bench control runs (bms-emu run/serve --live); every frame is "
+       "audited. Sent on event.")
 
 
 def _num(x: float) -> str:
@@ -263,15 +312,17 @@ def _num(x: float) -> str:
     return text
 
 
-def render() -> str:
-    msgs = _messages()
-    out = ['VERSION "assb_bms 1.0"', "", "", "NS_ :"]
+def render(fd: bool = False) -> str:
+    """The DBC text; ``fd``: the CAN FD variant (cell voltages and temperatures in 64- and 48-byte frames with
+    the bit-rate switch, everything else as in the classical DBC)."""
+    msgs = _messages(fd)
+    out = [f'VERSION "assb_bms{"_fd" if fd else ""} 1.1"', "", "", "NS_ :"]
     out += ["\t" + k for k in ("NS_DESC_", "CM_", "BA_DEF_", "BA_", "VAL_", "BA_DEF_DEF_", "VAL_TABLE_",
                                "SIG_VALTYPE_", "BO_TX_BU_", "BA_DEF_REL_", "BA_REL_", "BA_DEF_DEF_REL_",
                                "SG_MUL_VAL_")]
     out += ["", "BS_:", "", "BU_: BMS VCU CHARGER TESTER HIL", "", ""]
     for m in msgs:
-        out.append(f"BO_ {m.frame_id} {m.name}: 8 {m.sender}")
+        out.append(f"BO_ {m.frame_id} {m.name}: {m.length} {m.sender}")
         for s in m.signals:
             mux = "" if s.mux is None else (" M" if s.mux == "M" else f" m{s.mux}")
             lo, hi = s.limits()
@@ -281,13 +332,19 @@ def render() -> str:
         out.append("")
     out.append("")
     out.append('CM_ "Emulated battery-management system of an all-solid-state 192s2p EV pack (assb-bms-emulator). '
-               'Classical CAN, 11-bit IDs, Intel byte order. Current is positive when discharging. '
+               + ('CAN FD variant: BMS_CellVoltages and BMS_CellTemperatures are CAN FD frames (64 and 48 bytes, '
+                  'bit-rate switch), every other message classical CAN; ' if fd else 'Classical CAN, ')
+               + '11-bit IDs, Intel byte order. Current is positive when discharging. '
                'E2E-protected messages: <Message>_CRC in byte 0 is CRC-8 SAE J1850 (poly 0x1D, init 0xFF, '
                'xor-out 0xFF) over the E2EDataID attribute (low byte, high byte) then data bytes 1..7; '
                '<Message>_Counter in bits 8..11 counts 0..15 and wraps. Multiplexed messages send one page per '
-               'frame in round robin; GenMsgCycleTime is the frame period.";')
+               'frame in round robin; GenMsgCycleTime is the frame period. Diagnostics: UDS (ISO 14229-1) on '
+               'ISO-TP (ISO 15765-2), requests on 0x7E0 (physical) and 0x7DF (functional), responses on 0x7E8, '
+               'not described here as messages (they replace the DIAG_Request/DIAG_Response messages of '
+               'version 1.0).";')
     nodes = {"BMS": "The emulated battery-management system.", "VCU": "Vehicle control unit (firmware under test).",
-             "CHARGER": "Off-board or on-board charger.", "TESTER": "Diagnostic tester.",
+             "CHARGER": "Off-board or on-board charger.",
+             "TESTER": "Diagnostic tester: UDS on ISO-TP, requests 0x7E0 (0x7DF functional), responses 0x7E8.",
              "HIL": "Test bench: drives the emulated plant (load current, cooling)."}
     for node, text in nodes.items():
         out.append(f'CM_ BU_ {node} "{text}";')
@@ -303,14 +360,18 @@ def render() -> str:
         'BA_DEF_ BO_  "GenMsgSendType" ENUM  "Cyclic","Event";',
         'BA_DEF_ BO_  "E2EDataID" INT 0 65535;',
         'BA_DEF_ BO_  "RxTimeoutTime" INT 0 65535;',
+        *(['BA_DEF_ BO_  "VFrameFormat" ENUM  "StandardCAN","ExtendedCAN","reserved","reserved","reserved",'
+           '"reserved","reserved","reserved","reserved","reserved","reserved","reserved","reserved","reserved",'
+           '"StandardCAN_FD","ExtendedCAN_FD";', 'BA_DEF_ BO_  "CANFD_BRS" ENUM  "0","1";'] if fd else []),
         'BA_DEF_DEF_  "DBName" "";',
         'BA_DEF_DEF_  "BusType" "CAN";',
         'BA_DEF_DEF_  "GenMsgCycleTime" 0;',
         'BA_DEF_DEF_  "GenMsgSendType" "Cyclic";',
         'BA_DEF_DEF_  "E2EDataID" 0;',
         'BA_DEF_DEF_  "RxTimeoutTime" 0;',
-        'BA_ "DBName" "assb_bms";',
-        'BA_ "BusType" "CAN";',
+        *(['BA_DEF_DEF_  "VFrameFormat" "StandardCAN";', 'BA_DEF_DEF_  "CANFD_BRS" "1";'] if fd else []),
+        f'BA_ "DBName" "assb_bms{"_fd" if fd else ""}";',
+        f'BA_ "BusType" "{"CAN FD" if fd else "CAN"}";',
     ]
     for m in msgs:
         if m.cycle_ms:
@@ -321,6 +382,8 @@ def render() -> str:
             out.append(f'BA_ "E2EDataID" BO_ {m.frame_id} {m.frame_id};')
         if m.rx_timeout_ms:
             out.append(f'BA_ "RxTimeoutTime" BO_ {m.frame_id} {m.rx_timeout_ms};')
+        if m.fd:
+            out.append(f'BA_ "VFrameFormat" BO_ {m.frame_id} 14;')
     for m in msgs:
         for s in m.signals:
             if s.choices:
@@ -331,4 +394,4 @@ def render() -> str:
 
 
 if __name__ == "__main__":
-    sys.stdout.write(render())
+    sys.stdout.write(render(fd="--fd" in sys.argv[1:]))

@@ -10,7 +10,7 @@ from operator import itemgetter
 
 import numpy as np
 
-__all__ = ["Publisher", "dtc_number", "fault_level"]
+__all__ = ["Publisher", "fault_level"]
 
 
 def _level(value) -> int:
@@ -56,43 +56,6 @@ def fault_level(bms) -> int:
     return max(levels, default=0)
 
 
-_LETTERS = {"P": 0, "C": 1, "B": 2, "U": 3}
-
-
-def dtc_number(code) -> int:
-    """A DTC as its 3-byte number: ints as they are; "P0A7F" (SAE J2012) as 2 bytes + failure type 0;
-    "P0A7F-1C" with its failure-type byte."""
-    if isinstance(code, (int, np.integer)):
-        return int(code) & 0xFFFFFF
-    text = str(code).strip().upper()
-    ftb = 0
-    if "-" in text:
-        text, _, tail = text.partition("-")
-        try:
-            ftb = int(tail, 16) & 0xFF
-        except ValueError:
-            ftb = 0
-    if len(text) == 5 and text[0] in _LETTERS:
-        try:
-            return (_LETTERS[text[0]] << 22) | (int(text[1:], 16) << 8) | ftb
-        except ValueError:
-            pass
-    try:
-        return int(text, 0) & 0xFFFFFF
-    except ValueError:
-        return 0xFFFFFF
-
-
-def _dtc_status_byte(dtc) -> int:
-    status = getattr(dtc, "status", None)
-    if isinstance(status, (int, np.integer)):
-        return int(status) & 0xFF
-    # ISO 14229: bit 0 testFailed (active now), bit 2 pendingDTC, bit 3 confirmedDTC
-    text = str(getattr(status, "name", status) or "").lower()
-    return (0x01 if _dtc_active(dtc) else 0) | (0x04 if text == "pending" else 0) | (
-        0x08 if text == "confirmed" else 0)
-
-
 def _f(x) -> float:
     try:
         x = float(x)
@@ -135,6 +98,7 @@ class Publisher:
         params = emulator.pack.params
         self.n_series = params.n_series
         self.charge_voltage_V = params.cell.voltage_max_V * params.n_series
+        self.nominal_energy_kWh = params.capacity_Ah * params.n_series * params.cell.voltage_nominal_V / 1000.0
         bms = emulator.bms
         self._fault_level = ((lambda: int(bms.fault_level)) if _has_value(bms, "fault_level")
                              else (lambda: fault_level(bms)))
@@ -145,6 +109,13 @@ class Publisher:
             if balancing is None:
                 balancing = emulator.pack.state.balancing  # the BMS's own bleed command, not a measurement
             self._balancing = lambda: bool(balancing.any())
+        # the pack's three readings straight from the sensor layer's reading array (its properties cost ~3x)
+        sensors = emulator.sensors
+        reading = getattr(getattr(sensors, "state", None), "reading", None)
+        self._pack_items = None
+        if isinstance(reading, np.ndarray) and callable(getattr(sensors, "channel", None)):
+            kinds = ("pack_voltage", "link_voltage", "current")
+            self._pack_items = (reading.item, *(sensors.channel(k) for k in kinds))
         self._tuples = {"BMS_Status": (self.status, _STATUS), "BMS_PackMeasurements": (self.pack, _PACK),
                         "BMS_Limits": (self.limits, _LIMITS), "BMS_CellVoltages": (self.cell_voltages, None),
                         "BMS_CellTemperatures": (self.cell_temperatures, None)}
@@ -210,6 +181,10 @@ class Publisher:
                 1 if node.comm_fault_active else 0, node.last_request, len(bms.dtcs))
 
     def pack(self, page=None) -> tuple:
+        items = self._pack_items
+        if items is not None:
+            item, pack_V, link_V, current_A = items
+            return (item(pack_V), item(link_V), item(current_A))
         s = self.emulator.sensors
         return (s.pack_voltage_V, s.link_voltage_V, s.current_A)
 
@@ -255,9 +230,13 @@ class Publisher:
         soc = _f(source.soc if source is not None else math.nan)
         if not math.isfinite(soc):
             return {"SOC": 0.0, "SOCMin": 0.0, "SOCMax": 0.0, "EnergyRemaining": 0.0, "SOCValid": 0}
-        energy = _f(est.energy_remaining_kWh) if est is not None and hasattr(est, "energy_remaining_kWh") else 0.0
+        energy = math.nan
+        if est is not None and hasattr(est, "energy_remaining_kWh") and getattr(est, "initialised", True):
+            energy = _f(est.energy_remaining_kWh)
+        if not math.isfinite(energy):  # no state of energy (yet): the SOC's share of the nominal energy
+            energy = soc * self.nominal_energy_kWh
         return {"SOC": 100.0 * soc, "SOCMin": 100.0 * _f(source.soc_min), "SOCMax": 100.0 * _f(source.soc_max),
-                "EnergyRemaining": energy if math.isfinite(energy) else 0.0, "SOCValid": 1}
+                "EnergyRemaining": energy, "SOCValid": 1}
 
     def faults(self, page=None) -> dict:
         bms = self.emulator.bms
@@ -282,12 +261,3 @@ class Publisher:
         current = current if math.isfinite(current) else 0.0
         return {"ChargeVoltageRequest": voltage, "ChargeCurrentRequest": max(current, 0.0),
                 "ChargeEnable": int(charging and current > 0)}
-
-    def read_dtc(self, index: int) -> dict:
-        dtcs = list(self.emulator.bms.dtcs)
-        if not 0 <= index < len(dtcs):
-            return {"DiagResponse": 0x7F, "Negative_Service": 0x19, "Negative_Code": 0x31}
-        dtc = dtcs[index]
-        return {"DiagResponse": 0x59, "ReadDtc_Index": index, "ReadDtc_Count": len(dtcs),
-                "ReadDtc_Code": dtc_number(getattr(dtc, "code", 0)), "ReadDtc_Status": _dtc_status_byte(dtc),
-                "ReadDtc_Level": _level(getattr(dtc, "level", 0)) & 3}

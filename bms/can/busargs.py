@@ -20,7 +20,7 @@ def add_bus_arguments(parser: argparse.ArgumentParser, *, filter_arg: bool = Fal
     try:
         from can.cli import add_bus_arguments as _python_can_bus_arguments
     except ImportError:  # python-can < 4.5
-        _python_can_bus_arguments = None
+        _python_can_bus_arguments = None  # type: ignore[assignment]
     if _python_can_bus_arguments is not None:
         _python_can_bus_arguments(parser, filter_arg=filter_arg)
         group = next((g for g in parser._action_groups if g.title == "bus arguments"), parser)

@@ -14,7 +14,7 @@ import ctypes
 import os
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 __all__ = ["VirtualClock", "WallClock", "make_clock"]
 
@@ -144,7 +144,7 @@ def make_clock(clock: str | VirtualClock | WallClock | None) -> VirtualClock | W
         return VirtualClock()
     if clock == "wall":
         return WallClock()
-    if hasattr(clock, "wait_until") and hasattr(clock, "timestamp"):
+    if not isinstance(clock, str) and hasattr(clock, "wait_until") and hasattr(clock, "timestamp"):
         return clock
     raise ValueError(f"clock: expected 'virtual', 'wall' or a clock object, found {clock!r}")
 

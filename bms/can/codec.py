@@ -17,8 +17,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from ..errors import BmsError
+from ..input_files import InputFileError, parse_error_text, read_input_text
 
 __all__ = ["Codec", "MessageCodec", "SignalSpec", "E2E", "DbcError", "CodecError", "crc8_j1850", "load_dbc",
            "DBC_RESOURCE"]
@@ -64,11 +66,12 @@ def load_dbc(path: str | Path | None = None):
         if path is None:
             text = resources.files(__package__).joinpath(DBC_RESOURCE).read_text(encoding="utf-8")
             return cantools.database.load_string(text, database_format="dbc", strict=True)
-        return cantools.database.load_file(str(path), database_format="dbc", strict=True)
-    except FileNotFoundError as exc:
-        raise DbcError(f"{path or DBC_RESOURCE}: no such file") from exc
-    except Exception as exc:  # cantools raises its own ParseError / ValueError with the line
-        raise DbcError(f"{path or DBC_RESOURCE}: not a usable DBC: {exc}") from exc
+        text = read_input_text(path, what="DBC file")  # a device, a directory, a huge file: refused, not read
+        return cantools.database.load_string(text, database_format="dbc", strict=True)
+    except InputFileError as exc:
+        raise DbcError(str(exc)) from None
+    except Exception as exc:  # cantools raises its own ParseError / ValueError with the line (never quoted here)
+        raise DbcError(f"{path or DBC_RESOURCE}: not a usable DBC: {parse_error_text(exc)}") from None
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,8 @@ class SignalSpec:
     unit: str
     choices: Mapping[int, str]
     page: int | None     # multiplexer value, None for a signal in every frame
+    big_endian: bool = False
+    shift: int = 0       # the least significant bit's position in int.from_bytes(frame, "little" or "big")
 
 
 @dataclass(frozen=True)
@@ -103,7 +108,9 @@ class E2E:
 class MessageCodec:
     """Encoder/decoder of one DBC message. ``pages`` are the multiplexer values ((None,) if not multiplexed)."""
 
-    def __init__(self, message, dbc_name: str = "DBC"):
+    def __init__(self, message, dbc_name: str = "DBC", e2e=None):
+        """``e2e``: a ``bms.can.e2e`` protection (a vehicle matrix's profile) instead of the project's scheme,
+        which the DBC's ``E2EDataID`` attribute selects."""
         self.dbc_message = message
         self.name: str = message.name
         self.frame_id: int = message.frame_id
@@ -131,7 +138,9 @@ class MessageCodec:
         self.signals: dict[str, SignalSpec] = {s.name: s for s in signals}
         pages = sorted({s.page for s in signals if isinstance(s.page, int)})
         self.pages: tuple = tuple(pages) if self.multiplexer else (None,)
-        self.e2e = self._find_e2e(message)
+        # E2E (the project's scheme) or a bms.can.e2e protection: the same attributes where the node reads them
+        self.e2e: Any = e2e if e2e is not None else self._find_e2e(message)
+        self._project_e2e = isinstance(self.e2e, E2E)  # the generated encoders fold in only this scheme
         self._crc_head: int | None = None
         self._fast = self._can_generate()
         self._enc: dict = {}
@@ -164,11 +173,15 @@ class MessageCodec:
                 raw_max -= 1
             while raw_min < raw_max and conv.raw_to_scaled(raw_min, False) < min(minimum, maximum):
                 raw_min += 1
+        big = sig.byte_order == "big_endian"
+        # Motorola: start is the most significant bit in DBC numbering; in the frame read as one big-endian
+        # integer the signal is contiguous, its least significant bit 8 * length - msb - bits from the right
+        shift = 8 * self.length - (8 * (sig.start // 8) + 7 - sig.start % 8) - length if big else sig.start
         return SignalSpec(sig.name, sig.start, length, signed, sig.scale, sig.offset, minimum, maximum, raw_min,
-                          raw_max, sig.unit or "", dict(sig.choices or {}), page)
+                          raw_max, sig.unit or "", dict(sig.choices or {}), page, big, shift)
 
     def _find_e2e(self, message) -> E2E | None:
-        attrs = message.dbc.attributes if message.dbc else {}
+        attrs = message.dbc.attributes if getattr(message, "dbc", None) else {}
         if "E2EDataID" not in attrs:
             return None
         data_id = int(attrs["E2EDataID"].value)
@@ -186,7 +199,7 @@ class MessageCodec:
         if self.multiplexer == "<nested>":
             return False
         for sig in self.dbc_message.signals:
-            if sig.byte_order != "little_endian" or sig.is_float:
+            if sig.is_float:
                 return False
             if sig.multiplexer_ids and len(sig.multiplexer_ids) != 1:
                 return False
@@ -196,16 +209,24 @@ class MessageCodec:
         """Straight-line encoder (values in ``names`` order) and decoder (dict) for one page."""
         conv = {s.name: s.conversion for s in self.dbc_message.signals}
         env: dict = {"round": round}
+        big = any(self.signals[n].big_endian for n in (*names, *extra_decoded, *(
+            [self.multiplexer] if self.multiplexer else [])))
         enc = [f"def encode({', '.join(f'v{i}' for i in range(len(names)))}):", "    w = 0"]
         dec = ["def decode(data):", "    w = int.from_bytes(data, 'little')", "    out = {}"]
+        if big:  # Motorola signals: or-ed into the frame read as one big-endian integer
+            enc.append("    wb = 0")
+            dec.insert(2, "    wb = int.from_bytes(data, 'big')")
+
+        def word(spec):
+            return "wb" if spec.big_endian else "w"
         items = list(enumerate(names))
         for j, name in enumerate(extra_decoded):  # counter and CRC: decoded, set by protect() when encoding
             spec, k = self.signals[name], len(names) + j
             env[f"s{k}"], env[f"o{k}"] = conv[name].scale, conv[name].offset
-            dec.append(f"    out[{name!r}] = ((w >> {spec.start}) & {(1 << spec.length) - 1}) * s{k} + o{k}")
+            dec.append(f"    out[{name!r}] = (({word(spec)} >> {spec.shift}) & {(1 << spec.length) - 1}) * s{k} + o{k}")
         if self.multiplexer is not None:
             mux = self.signals[self.multiplexer]
-            enc.append(f"    w |= {int(page) & ((1 << mux.length) - 1)} << {mux.start}")
+            enc.append(f"    {word(mux)} |= {int(page) & ((1 << mux.length) - 1)} << {mux.shift}")
         for i, name in items:
             spec, c = self.signals[name], conv[name]
             mask = (1 << spec.length) - 1
@@ -225,11 +246,13 @@ class MessageCodec:
                 enc.append(f"    r = {expr}")
             enc.append(f"    if r < {spec.raw_min}: r = {spec.raw_min}")
             enc.append(f"    elif r > {spec.raw_max}: r = {spec.raw_max}")
-            enc.append(f"    w |= (r & {mask}) << {spec.start}")
-            dec.append(f"    r = (w >> {spec.start}) & {mask}")
+            enc.append(f"    {word(spec)} |= (r & {mask}) << {spec.shift}")
+            dec.append(f"    r = ({word(spec)} >> {spec.shift}) & {mask}")
             if spec.signed:
                 dec.append(f"    if r & {1 << (spec.length - 1)}: r -= {1 << spec.length}")
             dec.append(f"    out[{name!r}] = r * s{i} + o{i}")
+        if big:
+            enc.append(f"    w |= int.from_bytes(wb.to_bytes({self.length}, 'big'), 'little')")
         body = enc[1:]
         enc.append(f"    return w.to_bytes({self.length}, 'little')")
         if self.multiplexer is not None:
@@ -237,18 +260,26 @@ class MessageCodec:
         dec.append("    return out")
         exec(compile("\n".join(enc), f"<encode {self.name} page {page}>", "exec"), env)
         exec(compile("\n".join(dec), f"<decode {self.name} page {page}>", "exec"), env)
-        if self.e2e is not None:  # the same encoder with the alive counter and the CRC folded in
+        if self._project_e2e:  # the same encoder with the alive counter and the CRC folded in
             e2e = self.e2e
             head = crc8_j1850(bytes((e2e.data_id & 0xFF, (e2e.data_id >> 8) & 0xFF))) ^ 0xFF
             env["T"] = _CRC8
             protected = [f"def encode_e2e(counter, {', '.join(f'v{i}' for i in range(len(names)))}):", *body,
                          f"    w |= (counter & {(1 << e2e.counter_bits) - 1}) << {e2e.counter_start}",
                          f"    c = {head}"]
-            for byte in range(self.length):
-                if byte != e2e.crc_byte:
-                    protected.append(f"    c = T[c ^ ((w >> {8 * byte}) & 255)]")
-            protected += [f"    w |= (c ^ 255) << {8 * e2e.crc_byte}",
-                          f"    return w.to_bytes({self.length}, 'little')"]
+            if self.length <= 8:  # the bytes unpacked once: the CRC reads small ints, not shifts of a long
+                b = [f"b{k}" for k in range(self.length)]
+                protected.append(f"    {', '.join(b)}{',' if self.length == 1 else ''} = w.to_bytes({self.length}, "
+                                 "'little')")
+                protected += [f"    c = T[c ^ b{k}]" for k in range(self.length) if k != e2e.crc_byte]
+                b[e2e.crc_byte] = "c ^ 255"
+                protected.append(f"    return bytes(({', '.join(b)},))")
+            else:
+                for byte in range(self.length):
+                    if byte != e2e.crc_byte:
+                        protected.append(f"    c = T[c ^ ((w >> {8 * byte}) & 255)]")
+                protected += [f"    w |= (c ^ 255) << {8 * e2e.crc_byte}",
+                              f"    return w.to_bytes({self.length}, 'little')"]
             exec(compile("\n".join(protected), f"<encode_e2e {self.name} page {page}>", "exec"), env)
             self._enc_e2e[page] = env["encode_e2e"]
         return env["encode"], env["decode"]
@@ -268,17 +299,18 @@ class MessageCodec:
                 return lambda counter, *v: self.protect(self.encode_values(v, page), counter)
             return lambda *v: self.encode_values(v, page)
         if self.e2e is not None:
-            def safe(counter, *v):
+            def safe_protected(counter, *v):
                 try:
                     return fast(counter, *v)
                 except (ValueError, OverflowError, TypeError):
                     return self.protect(self.encode_values(v, page), counter)
-        else:
-            def safe(*v):
-                try:
-                    return fast(*v)
-                except (ValueError, OverflowError, TypeError):
-                    return self.encode_values(v, page)
+            return safe_protected
+
+        def safe(*v):
+            try:
+                return fast(*v)
+            except (ValueError, OverflowError, TypeError):
+                return self.encode_values(v, page)
         return safe
 
     def generated_encoder(self, page=None):
@@ -330,6 +362,8 @@ class MessageCodec:
         if self._fast:
             return self.encode_values(ordered, page)
         clean = dict(zip(names, self._sanitise(ordered, page)))
+        if self.e2e is not None:  # cantools wants every signal; protect() sets these two afterwards
+            clean[self.e2e.crc_signal] = clean[self.e2e.counter_signal] = 0
         if self.multiplexer is not None:
             clean[self.multiplexer] = page
         return bytes(self.dbc_message.encode(clean, scaling=True, padding=False, strict=False))
@@ -361,8 +395,7 @@ class MessageCodec:
             raise CodecError(f"{self.name}: expected {self.length} data bytes, found {len(data)}")
         page = None
         if self.multiplexer is not None:
-            mux = self._mux_spec
-            page = (int.from_bytes(data, "little") >> mux.start) & ((1 << mux.length) - 1)
+            page = self.page_of(data)
             if page not in self._page_set:
                 raise CodecError(f"{self.name}: {self.multiplexer} {page} is not a page of this message")
         if self._fast:
@@ -382,26 +415,28 @@ class MessageCodec:
         if not self._fast or spec.page is not None:
             return lambda data: self.decode(data)[name]
         conv = next(s.conversion for s in self.dbc_message.signals if s.name == name)
-        start, mask, scale, offset = spec.start, (1 << spec.length) - 1, conv.scale, conv.offset
+        start, mask, scale, offset = spec.shift, (1 << spec.length) - 1, conv.scale, conv.offset
+        order = "big" if spec.big_endian else "little"
         if spec.signed:
             sign, span = 1 << (spec.length - 1), 1 << spec.length
 
             def read_signed(data, _from=int.from_bytes):
-                r = (_from(data, "little") >> start) & mask
+                r = (_from(data, order) >> start) & mask
                 if r & sign:
                     r -= span
                 return r * scale + offset
             return read_signed
 
         def read(data, _from=int.from_bytes):
-            return ((_from(data, "little") >> start) & mask) * scale + offset
+            return ((_from(data, order) >> start) & mask) * scale + offset
         return read
 
     def page_of(self, data: bytes | bytearray):
         if self.multiplexer is None:
             return None
         mux = self._mux_spec
-        return (int.from_bytes(data, "little") >> mux.start) & ((1 << mux.length) - 1)
+        assert mux is not None
+        return (int.from_bytes(data, "big" if mux.big_endian else "little") >> mux.shift) & ((1 << mux.length) - 1)
 
     # --- E2E -----------------------------------------------------------------------------------------
     def protect(self, data: bytes, counter: int) -> bytes:
@@ -409,6 +444,8 @@ class MessageCodec:
         e2e = self.e2e
         if e2e is None:
             return data
+        if not self._project_e2e:
+            return e2e.protect(data, counter)
         mask = ((1 << e2e.counter_bits) - 1) << e2e.counter_start
         w = int.from_bytes(data, "little")
         w = (w & ~mask) | ((counter & ((1 << e2e.counter_bits) - 1)) << e2e.counter_start)
@@ -427,10 +464,16 @@ class MessageCodec:
 
     def counter_of(self, frame: bytes | bytearray) -> int:
         e2e = self.e2e
+        if not self._project_e2e:
+            return e2e.counter_of(frame)
         return (int.from_bytes(frame, "little") >> e2e.counter_start) & ((1 << e2e.counter_bits) - 1)
 
     def crc_ok(self, frame: bytes | bytearray) -> bool:
-        return self.e2e is None or frame[self.e2e.crc_byte] == self.crc(frame)
+        if self.e2e is None:
+            return True
+        if not self._project_e2e:
+            return self.e2e.check(frame)
+        return frame[self.e2e.crc_byte] == self.crc(frame)
 
     def __repr__(self) -> str:
         return f"MessageCodec({self.name}, 0x{self.frame_id:X}, pages={len(self.pages)})"
@@ -439,13 +482,15 @@ class MessageCodec:
 class Codec:
     """Every message of a DBC, by name and by (frame id, extended)."""
 
-    def __init__(self, db=None, *, path: str | Path | None = None):
+    def __init__(self, db=None, *, path: str | Path | None = None, e2e: Mapping | None = None):
+        """``e2e``: message name -> a ``bms.can.e2e`` protection, for a vehicle matrix's profiles."""
         self.path = str(path) if path else DBC_RESOURCE
         self.db = db if db is not None else load_dbc(path)
         self.messages: dict[str, MessageCodec] = {}
         self._by_id: dict[tuple[int, bool], MessageCodec] = {}
+        e2e = e2e or {}
         for message in self.db.messages:
-            codec = MessageCodec(message, self.path)
+            codec = MessageCodec(message, self.path, e2e=e2e.get(message.name))
             self.messages[codec.name] = codec
             self._by_id[(codec.frame_id, codec.is_extended_id)] = codec
 

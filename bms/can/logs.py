@@ -3,8 +3,9 @@
 ``LogWriter`` writes frames with python-can's writers, chosen by file extension (``.blf``, ``.asc``,
 ``.log`` candump, ``.csv``, ``.trc``, ``.txt``; ``.mf4`` with the optional ``asammdf``), from one
 background thread, so file I/O never delays the schedule. The node hands it one batch of frames per tick;
-``stop()`` flushes, closes every file and joins the thread, also after an error, and re-raises any
-error the thread met.
+what it holds is bounded by frames and by wall time (every file readable after any stop, at most a short
+tail lost to a kill); ``stop()`` flushes, closes every file and joins the thread, also after an error, and
+re-raises any error the thread met.
 
 ``CycleStats`` keeps, per message and direction, the deviation of every interval between two frames from
 the message's nominal period: count, mean interval, mean/p99/max |deviation|. p99 comes from a 1 us
@@ -13,10 +14,13 @@ histogram (exact for the lockstep clock, where every deviation is 0), the maximu
 from __future__ import annotations
 
 import os
-import queue
+import struct
 import threading
+import time
 from array import array
+from collections import deque
 from pathlib import Path
+from typing import Any
 
 import can
 import numpy as np
@@ -32,8 +36,105 @@ BLF_COMPRESSION_LEVEL = 1
 _HIST_BINS = 20_001  # 1 us bins up to 20 ms; larger deviations land in the last bin (the max stays exact)
 
 
+# what python-can's writers do with CAN FD frames: .trc cannot write them, .csv drops the FD and BRS flags,
+# .txt (printer) shows them; .blf, .asc, .log (candump) and .mf4 keep them
+FD_LOSSY_SUFFIXES = {".trc": "python-can's TRC writer cannot write CAN FD frames",
+                     ".csv": "python-can's CSV format has no column for the FD and bit-rate-switch flags"}
+
+
+def fd_log_problems(paths) -> list[tuple[str, str, bool]]:
+    """(path, why, fatal) for each log that would lose CAN FD frames (fatal) or their flags."""
+    out = []
+    for path in paths or ():
+        why = FD_LOSSY_SUFFIXES.get(Path(str(path)).suffix.lower())
+        if why:
+            out.append((str(path), why, Path(str(path)).suffix.lower() == ".trc"))
+    return out
+
+
 class LogError(BmsError):
     """A log file cannot be opened or written: which file and why."""
+
+
+class BatchBLFWriter(can.BLFWriter):
+    """python-can's BLF writer with ``write_frames(frames)``: a batch of classic CAN data and remote frames
+    packed as python-can packs them (its own structs and constants, object header and CAN_MESSAGE body in one
+    ``struct.pack``), about a third of ``on_message_received``'s cost per frame, which was the largest part of
+    a lockstep tick's logging; the bytes are python-can's, checked frame for frame against its writer. Any
+    other frame (CAN FD, error frames, a timestamp of None) goes through ``on_message_received``."""
+
+    def write_frames(self, frames) -> None:
+        from can.io import blf
+
+        fast = _BLF_OBJECT.size == blf.OBJ_HEADER_BASE_STRUCT.size + blf.OBJ_HEADER_V1_STRUCT.size + \
+            blf.CAN_MSG_STRUCT.size and hasattr(self, "_buffer") and hasattr(self, "max_container_size")
+        if not fast:  # a python-can whose BLF layout differs from the one this was written against
+            for msg in frames:
+                self.on_message_received(msg)
+            return
+        header_size = blf.OBJ_HEADER_BASE_STRUCT.size + blf.OBJ_HEADER_V1_STRUCT.size
+        obj_size, lobj, can_message, one_ns = _BLF_OBJECT.size, b"LOBJ", blf.CAN_MESSAGE, blf.TIME_ONE_NANS
+        ext_bit, remote_bit, tx_bit = blf.CAN_MSG_EXT, blf.REMOTE_FLAG, blf.DIR
+        pack, append, channels = _BLF_OBJECT.pack, self._buffer.append, _BLF_CHANNELS
+        own_channel, limit = self.channel, self.max_container_size
+        # python-can's counters kept in locals, written back before anything of python-can's runs
+        size, count, start, last = self._buffer_size, self.object_count, self.start_timestamp, None
+        for msg in frames:
+            timestamp = msg.timestamp
+            if msg.is_error_frame or msg.is_fd or timestamp is None:
+                self._buffer_size, self.object_count = size, count
+                if last is not None:
+                    self.stop_timestamp = last
+                self.on_message_received(msg)
+                size, count, start, last = self._buffer_size, self.object_count, self.start_timestamp, None
+                append = self._buffer.append  # it may have flushed (a new list)
+                continue
+            channel = msg.channel
+            if channel is None:
+                number = own_channel
+            else:
+                found: Any = channels.get(channel, _NO_CHANNEL) if type(channel) is str else channel
+                if found is _NO_CHANNEL:
+                    found = channels[channel] = can.util.channel2int(channel)
+                elif type(found) is not int:  # a type python-can may or may not number
+                    found = can.util.channel2int(found)
+                number = own_channel if found is None else found + 1
+            if start is None:
+                start = self.start_timestamp = int(timestamp * 1000) / 1000
+            last = timestamp
+            ns = int((timestamp - start) * 1e9)
+            flags = remote_bit if msg.is_remote_frame else 0
+            if not msg.is_rx:
+                flags |= tx_bit
+            append(pack(lobj, header_size, 1, obj_size, can_message, one_ns, 0, 0, ns if ns > 0 else 0, number,
+                        flags, msg.dlc, msg.arbitration_id | ext_bit if msg.is_extended_id else msg.arbitration_id,
+                        bytes(msg.data)))
+            size += obj_size
+            count += 1
+            if size >= limit:
+                self._buffer_size, self.object_count = size, count
+                self._flush()
+                size = self._buffer_size
+                append = self._buffer.append  # python-can starts a new list with what did not fit
+        self._buffer_size, self.object_count = size, count
+        if last is not None:
+            self.stop_timestamp = last
+
+
+# base object header + v1 header + CAN_MESSAGE (python-can's "<4sHHLL", "<LHHQ", "<HBBL8s"): 48 bytes, no padding
+_BLF_OBJECT = struct.Struct("<4sHHLLLHHQHBBL8s")
+_BLF_CHANNELS: dict[str, int | None] = {}   # channel name -> python-can's channel2int (a regex match each)
+_NO_CHANNEL = object()
+
+
+def write_frames(writer, frames) -> None:
+    """``frames`` through ``writer``: its batch method if it has one, else frame by frame."""
+    batch = getattr(writer, "write_frames", None)
+    if batch is not None:
+        batch(frames)
+    else:
+        for msg in frames:
+            writer.on_message_received(msg)
 
 
 def open_writer(path: str | Path, **kwargs):
@@ -51,6 +152,8 @@ def open_writer(path: str | Path, **kwargs):
     if suffixes and suffixes[-1] == ".blf":
         kwargs.setdefault("compression_level", BLF_COMPRESSION_LEVEL)
     try:
+        if suffixes and suffixes[-1] == ".blf":
+            return BatchBLFWriter(str(path), **kwargs)
         return can.Logger(str(path), **kwargs)
     except (ImportError, NotImplementedError) as exc:  # python-can says NotImplementedError for MF4
         raise LogError(f"{path}: the {suffix} writer needs an optional package ({exc}); "
@@ -62,44 +165,70 @@ def open_writer(path: str | Path, **kwargs):
 class LogWriter:
     """Writes batches of ``can.Message`` to one or more files from a background thread.
 
-    ``block=True`` (lockstep) makes ``write`` wait when ``max_batches`` are queued, so a fast producer never
-    outruns the disk; ``block=False`` (wall clock) never waits: a batch that does not fit is dropped and
-    counted in ``dropped_frames``. ``start_s``: the time BLF files count from (the lockstep clock's t = 0).
-    ``rt_priority``: run the writer thread SCHED_FIFO at this priority where permitted (the node sets it one
-    below a real-time loop thread).
+    What a writer holds in memory and in file buffers is bounded, so a stop (or even a kill) loses at most
+    a short tail and every file stays readable: the header of each file is on disk as soon as it is opened;
+    the thread hands everything it wrote to the operating system (python-can's BLF container included)
+    every ``flush_frames`` frames and at least every ``flush_s`` seconds of wall time while frames come in;
+    at most ``max_pending_frames`` frames wait in the queue. ``block=True`` (lockstep) makes ``write`` wait
+    while the queue is full, so a fast producer never outruns the disk; ``block=False`` (wall clock) never
+    waits: a batch that does not fit is dropped and counted in ``dropped_frames``. ``start_s``: the time BLF
+    files count from (the lockstep clock's t = 0). ``same_bytes`` (default: when ``start_s`` is given, i.e.
+    lockstep): the same frames always give the same bytes, so BLF containers are cut by frame count only
+    and the wall-time bound flushes only what python-can has already written. ``rt_priority``: run the
+    writer thread SCHED_FIFO at this priority where permitted (the node sets it one below a real-time loop
+    thread). ``thread=False`` writes each batch in the caller's thread, inside ``write`` (lockstep: nothing
+    runs beside the loop, and handing batches to a thread cost the loop more than writing them; the same
+    bytes, the same bounds, the wall-time one checked at each batch).
     """
 
-    def __init__(self, paths, *, block: bool = True, max_batches: int = 1000, start_s: float | None = None,
-                 rt_priority: int | None = None, **writer_kwargs):
+    def __init__(self, paths, *, block: bool = True, max_pending_frames: int = 20_000, flush_frames: int = 10_000,
+                 flush_s: float = 1.0, start_s: float | None = None, same_bytes: bool | None = None,
+                 rt_priority: int | None = None, thread: bool = True, **writer_kwargs):
         if isinstance(paths, (str, os.PathLike)):
             paths = [paths]
         self.paths = [Path(p) for p in paths]
         self.block = block
+        self.max_pending_frames = max(1, int(max_pending_frames))
+        self.flush_frames = max(1, int(flush_frames))
+        self.flush_s = float(flush_s)
+        self.same_bytes = start_s is not None if same_bytes is None else bool(same_bytes)
         self.frames = 0
         self.dropped_frames = 0
-        self._queue: queue.Queue = queue.Queue(maxsize=max_batches)
-        self._writers = []
+        self.flushes = 0
+        self._batches: deque = deque()
+        self._pending = 0          # frames queued and not yet written
+        self._closing = False
+        self._ready = threading.Condition(threading.Lock())
+        self._writers: list = []
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
         self._stopped = False
         self.rt_priority = rt_priority
+        self.threaded = bool(thread)
+        self._unflushed = self._since_cut = 0   # frames written since the last flush / the last container cut
+        self._last_flush = time.monotonic()
         try:
             for path in self.paths:
                 writer = open_writer(path, **writer_kwargs)
+                self._writers.append(writer)
                 if start_s is not None and isinstance(writer, can.BLFWriter) and writer.start_timestamp is None:
                     # BLF stores times relative to a start it takes from the first frame, and cannot say
                     # "1970" in its header: anchored here, simulated times (t = 0.01 s ...) read back as such
                     writer.start_timestamp = float(start_s)
                 if start_s is not None and isinstance(writer, can.ASCWriter):
                     _asc_header_date(writer, path, float(start_s))
-                self._writers.append(writer)
+                _flush_writer(writer)  # the header on disk at once: a file killed now still opens
+        except OSError as exc:
+            for writer in self._writers:
+                _quiet_stop(writer)
+            raise LogError(f"{path}: cannot write: {exc}") from exc
         except BaseException:
             for writer in self._writers:
                 _quiet_stop(writer)
             raise
 
-    def start(self) -> "LogWriter":
-        if self._thread is None and self._writers:
+    def start(self) -> LogWriter:
+        if self._thread is None and self._writers and self.threaded:
             self._thread = threading.Thread(target=self._run, name="bms-can-log-writer", daemon=True)
             self._thread.start()
         return self
@@ -110,14 +239,44 @@ class LogWriter:
             return
         if self._error is not None:
             raise LogError(f"{', '.join(map(str, self.paths))}: the writer failed: {self._error}") from self._error
-        try:
-            self._queue.put(batch, block=self.block, timeout=None if self.block else 0)
-            self.frames += len(batch)
-        except queue.Full:
-            self.dropped_frames += len(batch)
+        n = len(batch)
+        if not self.threaded:
+            self.frames += n
+            try:
+                self._write_batch(batch)
+            except BaseException as exc:
+                self._error = exc
+                raise LogError(f"{', '.join(map(str, self.paths))}: writing failed: {exc}") from exc
+            return
+        with self._ready:
+            if self._pending and self._pending + n > self.max_pending_frames:
+                if not self.block:
+                    self.dropped_frames += n
+                    return
+                while self._pending and self._pending + n > self.max_pending_frames and self._error is None:
+                    self._ready.wait(0.5)
+                if self._error is not None:
+                    raise LogError(f"{', '.join(map(str, self.paths))}: the writer failed: {self._error}") \
+                        from self._error
+            self._batches.append(batch)
+            self._pending += n
+            self.frames += n
+            self._ready.notify_all()
+
+    def _next_batch(self, unflushed: int, last_flush: float) -> list | None:
+        """The next batch, or None when it is time to flush (or to finish) with nothing queued."""
+        with self._ready:
+            while not self._batches and not self._closing:
+                if unflushed:
+                    left = last_flush + self.flush_s - time.monotonic()
+                    if left <= 0:
+                        return None
+                    self._ready.wait(left)
+                else:
+                    self._ready.wait()
+            return self._batches.popleft() if self._batches else None
 
     def _run(self) -> None:
-        writers = self._writers
         if self.rt_priority:
             # beside a SCHED_FIFO loop thread: a writer left at normal priority can be descheduled while it
             # holds the GIL, and the loop would wait for it; one step below the loop it cannot preempt it
@@ -127,26 +286,63 @@ class LogWriter:
                 pass
         try:
             while True:
-                batch = self._queue.get()
-                if batch is None:
-                    break
-                for msg in batch:
-                    for writer in writers:
-                        writer.on_message_received(msg)
+                batch = self._next_batch(self._unflushed, self._last_flush)
+                if batch is not None:
+                    self._write_batch(batch, flush=False)
+                    with self._ready:
+                        self._pending -= len(batch)
+                        self._ready.notify_all()
+                self._flush_due(batch is None)
+                if batch is None and self._closing:
+                    with self._ready:
+                        if not self._batches:
+                            break
         except BaseException as exc:  # noqa: BLE001 - kept and re-raised by stop()
-            self._error = exc
-            while True:  # unblock a producer waiting on a full queue
-                try:
-                    if self._queue.get_nowait() is None:
-                        break
-                except queue.Empty:
-                    break
+            with self._ready:
+                self._error = exc
+                self._batches.clear()  # unblock a producer waiting on a full queue
+                self._pending = 0
+                self._ready.notify_all()
         finally:
-            for writer in writers:
-                try:
-                    writer.stop()
-                except BaseException as exc:  # noqa: BLE001
-                    self._error = self._error or exc
+            self._close_writers()
+
+    def _close_writers(self) -> None:
+        for writer in self._writers:
+            try:
+                writer.stop()
+            except BaseException as exc:  # noqa: BLE001
+                self._error = self._error or exc
+                file = getattr(writer, "file", None)
+                if file is not None:  # the writer failed half-way through stop(): still close its file
+                    try:
+                        file.close()
+                    except BaseException:  # noqa: BLE001, S110 - the first error is the one kept
+                        pass
+
+    def _write_batch(self, batch: list, flush: bool = True) -> None:
+        for writer in self._writers:
+            write_frames(writer, batch)
+        self._unflushed += len(batch)
+        self._since_cut += len(batch)
+        if flush:
+            self._flush_due(False)
+
+    def _flush_due(self, idle: bool) -> None:
+        """Containers cut every ``flush_frames`` frames (a function of the frames alone); what python-can
+        holds handed to the operating system every ``flush_s`` of wall time (``idle``: nothing came in)."""
+        if self._since_cut >= self.flush_frames:
+            for writer in self._writers:
+                _flush_writer(writer)
+            self.flushes += 1
+            self._since_cut = self._unflushed = 0
+            self._last_flush = time.monotonic()
+        elif self._unflushed and (idle or time.monotonic() - self._last_flush >= self.flush_s):
+            for writer in self._writers:
+                _flush_writer(writer, containers=not self.same_bytes)
+            self.flushes += 1
+            self._unflushed, self._last_flush = 0, time.monotonic()
+            if not self.same_bytes:
+                self._since_cut = 0
 
     def stop(self, timeout: float = 30.0) -> None:
         """Flush and close every file, join the thread; raises LogError if writing failed. Idempotent."""
@@ -154,16 +350,15 @@ class LogWriter:
             return
         self._stopped = True
         if self._thread is not None:
-            while self._thread.is_alive():
-                try:
-                    self._queue.put(None, timeout=0.1)
-                    break
-                except queue.Full:
-                    continue
+            with self._ready:
+                self._closing = True
+                self._ready.notify_all()
             self._thread.join(timeout)
             if self._thread.is_alive():
                 raise LogError(f"{', '.join(map(str, self.paths))}: the log writer did not finish within "
                                f"{timeout} s")
+        elif not self.threaded:  # what was written goes to disk with python-can's own stop()
+            self._close_writers()
         else:
             for writer in self._writers:
                 _quiet_stop(writer)
@@ -179,6 +374,16 @@ class LogWriter:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+def _flush_writer(writer, containers: bool = True) -> None:
+    """Hand what ``writer`` holds to the operating system: python-can's pending BLF container (unless
+    ``containers`` is False), then the file's buffer (writers without a file, such as MF4's, keep their own)."""
+    if containers and isinstance(writer, can.BLFWriter):
+        writer._flush()  # the container python-can would write at 128 KiB, written now (a valid BLF object)
+    file = getattr(writer, "file", None)
+    if file is not None and not getattr(file, "closed", True):
+        file.flush()
 
 
 def _asc_header_date(writer, path: Path, start_s: float) -> None:
@@ -227,10 +432,16 @@ class MessageStats:
         self.last_ns: int | None = None
         self.hist = np.zeros(_HIST_BINS, dtype=np.int64) if self.period_ns else None
         self._buf = array("q")
-        self._append = self._buf.append
+        # the buffer's own append, for a caller that adds a time per frame and calls ``flush_due`` (or
+        # ``CycleStats.flush_due``) now and then instead of paying ``add``'s call and size check each time
+        self.append_ns = self._append = self._buf.append
 
     def add(self, t_ns: int) -> None:
         self._append(t_ns)
+        if len(self._buf) >= self._FLUSH:
+            self.flush()
+
+    def flush_due(self) -> None:
         if len(self._buf) >= self._FLUSH:
             self.flush()
 
@@ -253,6 +464,7 @@ class MessageStats:
                 self.interval_sum_ns += int(intervals.sum())
                 self.abs_dev_sum_ns += int(dev.sum())
                 self.max_abs_dev_ns = max(self.max_abs_dev_ns, int(dev.max()))
+                assert self.hist is not None  # a message with a period has its histogram
                 self.hist += np.bincount(np.minimum(dev // 1000, _HIST_BINS - 1), minlength=_HIST_BINS)
         self.last_ns = int(times[-1])
 
@@ -271,7 +483,7 @@ class MessageStats:
     def percentile_ns(self, q: float) -> int:
         """Lower edge of the 1 us bin holding the q-quantile of |deviation| (the exact max if beyond)."""
         self.flush()
-        if not self.intervals:
+        if not self.intervals or self.hist is None:
             return 0
         cumulative = np.cumsum(self.hist)
         i = int(np.searchsorted(cumulative, q * self.intervals, side="left"))
@@ -289,6 +501,11 @@ class CycleStats:
         if key not in self._stats:
             self._stats[key] = MessageStats(name, direction, int(period_ns or 0))
         return self._stats[key]
+
+    def flush_due(self) -> None:
+        """Fold every buffer that reached its size (for callers that use ``MessageStats.append_ns``)."""
+        for stats in self._stats.values():
+            stats.flush_due()
 
     @staticmethod
     def record(stats: MessageStats, t_ns: int) -> None:

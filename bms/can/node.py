@@ -7,7 +7,10 @@ One loop drives everything, tick by tick (the emulator's ``dt_s``), against one 
 2. send the frames due now; they were encoded at the end of the previous tick, so the send itself is
    all that stands between the deadline and the bus;
 3. read every received frame: commands feed the BMS's request interface, counters and CRCs are checked,
-   unknown IDs, wrong DLCs, error and remote frames are counted and ignored;
+   unknown IDs, wrong DLCs, error and remote frames are counted and ignored, and so are frames the
+   interface could not decode (a stray datagram on udp_multicast); the node's own sends heard back
+   (python-can's ``is_rx`` False, or on udp_multicast matched against what it sent) are neither logged
+   nor read a second time;
 4. check each received message's timeout and report changes to ``bms.comm_fault``;
 5. advance the emulator by one tick;
 6. encode the frames due at the next deadline (one heap of deadlines for the node, no thread per message);
@@ -17,8 +20,10 @@ Power-on (``start``) runs the BMS's first task (t = 0 -> dt) before the clock st
 is sent or received, so the first frames are due at t = dt and the one-off cost of that first task (the
 estimator initialises itself) never counts against a deadline.
 
-A bus that fails (adapter gone, interface down, bus-off) ends the run: the frames logged so far are
-flushed, the bus is shut down, and ``BusFailure`` says what happened.
+A bus that fails (adapter gone, interface down, the node's own controller bus-off, receiving that keeps
+failing for a second) ends the run: the frames logged so far are flushed, the bus is shut down, and
+``BusFailure`` says what happened. What another node does (garbage, invalid IDs, error frames on a software
+bus) is counted and the run goes on.
 """
 from __future__ import annotations
 
@@ -26,8 +31,11 @@ import errno
 import math
 import threading
 import time
+from collections import deque
+from collections.abc import Callable
 from copy import deepcopy
 from dataclasses import dataclass, field
+from typing import Any
 
 import can
 
@@ -35,15 +43,22 @@ from ..errors import BmsError
 from ._mapping import Publisher
 from .clock import make_clock
 from .codec import Codec, MessageCodec
-from .logs import CycleStats, LogWriter
+from .dbc_check import check_node_dbc
+from .logs import CycleStats, LogWriter, MessageStats
 from .scheduler import Scheduler
 
-__all__ = ["CanNode", "Frame", "RunReport", "BusError", "BusFailure", "open_bus", "DEFAULT_INTERFACE"]
+__all__ = ["CanNode", "Frame", "RunReport", "BusError", "BusFailure", "open_bus", "DEFAULT_INTERFACE",
+           "classify_rx_error"]
 
 DEFAULT_INTERFACE = "virtual"
 _FATAL_ERRNOS = {errno.ENODEV, errno.ENETDOWN, errno.ENXIO, errno.EBADF, errno.EPIPE, errno.ESHUTDOWN,
                  errno.ENOTCONN, errno.ENETUNREACH}
 _CAN_ERR_BUSOFF = 0x00000040     # SocketCAN error class bits in an error frame's identifier
+_RX_ERRORS_PER_TICK = 64         # failed receives in a row before a tick stops reading (the next goes on)
+_RX_FAILING_MAX_NS = 1_000_000_000  # receiving that fails this long without one good read: the bus failed
+_ECHOES_MAX = 1024               # own sends awaiting their echo (udp_multicast)
+_RX_EXCEPTIONS = (can.CanError, OSError, ValueError, TypeError)
+_STATS_FLUSH_TICKS = 1024        # ticks between folds of the cycle-time buffers (a few frames a tick each)
 
 # StateRequest / BmsState values used on the wire (the DBC's value tables)
 _REQ_NONE, _REQ_STANDBY, _REQ_DRIVE, _REQ_CHARGE, _REQ_SHUTDOWN = range(5)
@@ -63,22 +78,12 @@ class Frame(can.Message):
 
     @classmethod
     def build(cls, arbitration_id: int, data, *, is_extended_id: bool = False, is_fd: bool = False,
-              timestamp: float = 0.0) -> "Frame":
+              timestamp: float = 0.0, bitrate_switch: bool = False) -> Frame:
         """A data frame to send (``is_rx`` False, DLC = data length): ``Frame(arbitration_id=..., data=...,
         ...)`` without the keyword-argument constructor, for code that builds frames every tick."""
-        msg = _new_frame(cls)
-        msg.timestamp = timestamp
-        msg.arbitration_id = arbitration_id
-        msg.is_extended_id = is_extended_id
-        msg.is_remote_frame = msg.is_error_frame = msg.is_rx = False
-        msg.bitrate_switch = msg.error_state_indicator = False
-        msg.channel = None
-        msg.data = data = bytearray(data)
-        msg.dlc = len(data)
-        msg.is_fd = is_fd
-        return msg
+        return _tx_frame(cls, arbitration_id, data, is_extended_id, is_fd, bitrate_switch, timestamp)
 
-    def __deepcopy__(self, memo=None) -> "Frame":
+    def __deepcopy__(self, memo=None) -> Frame:
         new = _new_frame(Frame)
         new.timestamp = self.timestamp
         new.arbitration_id = self.arbitration_id
@@ -95,8 +100,41 @@ class Frame(can.Message):
         new.error_state_indicator = self.error_state_indicator
         return new
 
+    def received_copy(self, timestamp: float, channel) -> Frame:
+        """The copy a receiver gets (``is_rx`` True, the bus's channel and timestamp), built at once."""
+        new = _new_frame(Frame)
+        new.timestamp = timestamp
+        new.arbitration_id = self.arbitration_id
+        new.is_extended_id = self.is_extended_id
+        new.is_remote_frame = self.is_remote_frame
+        new.is_error_frame = self.is_error_frame
+        new.channel = channel
+        new.dlc = self.dlc
+        new.data = bytearray(self.data)
+        new.is_fd = self.is_fd
+        new.is_rx = True
+        new.bitrate_switch = self.bitrate_switch
+        new.error_state_indicator = self.error_state_indicator
+        return new
+
 
 _new_frame = object.__new__
+
+
+def _tx_frame(cls, arbitration_id: int, data, is_extended_id: bool = False, is_fd: bool = False,
+              bitrate_switch: bool = False, timestamp: float = 0.0) -> Frame:
+    """``Frame.build`` with positional arguments (the per-frame paths call it directly)."""
+    msg = _new_frame(cls)
+    msg.timestamp = timestamp
+    msg.arbitration_id = arbitration_id
+    msg.is_extended_id = is_extended_id
+    msg.is_remote_frame = msg.is_error_frame = msg.is_rx = msg.error_state_indicator = False
+    msg.bitrate_switch = bitrate_switch
+    msg.channel = None
+    msg.data = data = bytearray(data)
+    msg.dlc = len(data)
+    msg.is_fd = is_fd
+    return msg
 
 
 class BusError(BmsError):
@@ -106,7 +144,7 @@ class BusError(BmsError):
 class BusFailure(BmsError):
     """The bus failed during a run; ``report`` holds the run up to the failure (logs are flushed)."""
 
-    def __init__(self, message: str, report: "RunReport | None" = None):
+    def __init__(self, message: str, report: RunReport | None = None):
         super().__init__(message)
         self.report = report
 
@@ -121,9 +159,10 @@ def _configured_interface(config_context: str | None) -> str | None:
         value = source.get("interface") or source.get("bustype")
         if value:
             return str(value)
-    for source in (lambda: util.load_file_config(None, config_context), lambda: util.load_file_config(None)):
+    contexts = [None] if config_context is None else [config_context, None]
+    for context in contexts:
         try:
-            cfg = source()
+            cfg = util.load_file_config(None, context) if context else util.load_file_config(None)
         except Exception:  # noqa: BLE001 - an unreadable config file is python-can's to report
             continue
         value = cfg.get("interface") or cfg.get("bustype")
@@ -162,10 +201,12 @@ class _TxTask:
     """One cyclic message: its encoders (per page), value source, page cursor, alive counter, statistics."""
 
     __slots__ = ("message", "values", "pages", "page_index", "encoders", "e2e", "counter", "counter_mask",
-                 "stats", "frame_id", "is_extended_id", "length", "is_fd", "last_values", "last_data", "fast")
+                 "stats", "frame_id", "is_extended_id", "length", "is_fd", "last_values", "last_data", "fast", "brs",
+                 "stats_ns")
 
-    def __init__(self, message: MessageCodec, values, pages, stats):
+    def __init__(self, message: MessageCodec, values, pages, stats, bitrate_switch: bool = False):
         self.message, self.values, self.stats = message, values, stats
+        self.stats_ns = stats.append_ns  # the node folds the statistics every _STATS_FLUSH_TICKS ticks
         self.pages = tuple(pages) if message.multiplexer else None
         self.page_index = 0
         self.encoders = {page: message.encoder(page) for page in (self.pages or (None,))}
@@ -176,6 +217,7 @@ class _TxTask:
         self.counter_mask = (1 << message.e2e.counter_bits) - 1 if self.e2e else 0
         self.frame_id, self.is_extended_id = message.frame_id, message.is_extended_id
         self.length, self.is_fd = message.length, message.is_fd
+        self.brs = bool(bitrate_switch and message.is_fd)  # CAN FD data phase at the data bit rate
         # a message that is not multiplexed keeps its last values and their frames (one per alive counter
         # value): while the values stay the same (BMS_Status, the limits at rest ...) nothing is re-encoded
         self.last_values = None
@@ -187,8 +229,8 @@ class _TxTask:
 class _RxMessage:
     codec: MessageCodec
     timeout_ns: int
-    stats: object
-    handler: object
+    stats: MessageStats
+    handler: Callable[..., Any] | None
     armed: bool = False
     last_valid_ns: int = 0
     last_counter: int | None = None
@@ -197,6 +239,7 @@ class _RxMessage:
     e2e_failed: bool = False
     reported: bool = False
     valid: int = 0
+    charger: bool = False    # the charger's offer: its silence unplugs the charger
     # payload -> (CRC ok, alive counter, values or None if they do not decode): checking and decoding are
     # functions of the payload alone, and a VCU repeats a few payloads (16 counters x its few requests)
     decoded: dict = field(default_factory=dict)
@@ -225,6 +268,7 @@ class RunReport:
     log_frames: int = 0
     log_dropped_frames: int = 0
     last_tx_error: str | None = None
+    last_rx_error: str | None = None
 
     def as_dict(self) -> dict:
         from dataclasses import asdict
@@ -239,6 +283,8 @@ class RunReport:
                  "frames: " + ", ".join(f"{k} {v}" for k, v in c.items() if v or k in ("tx_frames", "rx_frames"))]
         if self.last_tx_error:
             lines.append(f"last transmit error: {self.last_tx_error}")
+        if self.last_rx_error:
+            lines.append(f"last bad frame or receive error: {self.last_rx_error}")
         if self.logs:
             lines.append(f"logs: {', '.join(self.logs)} ({self.log_frames} frames"
                          + (f", {self.log_dropped_frames} dropped" if self.log_dropped_frames else "") + ")")
@@ -247,7 +293,7 @@ class RunReport:
 
 _COUNTERS = ("tx_frames", "rx_frames", "rx_accepted", "unknown_id", "not_for_bms", "wrong_dlc", "error_frames",
              "remote_frames", "crc_errors", "counter_errors", "bad_values", "tx_errors", "rx_overflow_ticks",
-             "diag_requests")
+             "diag_frames", "rx_suppressed", "tx_suppressed", "bad_frames", "rx_errors", "own_frames")
 
 
 class CanNode:
@@ -260,18 +306,28 @@ class CanNode:
     ``log``: one path or a list of paths; the writer follows the extension.
     ``arm_timeouts``: ``"first-rx"`` (a message's timeout is watched once it has been received, the default)
     or ``"start"`` (watched from the start of the run: a VCU that never talks is a fault).
+    ``controller_error_frames``: whether error frames on the bus are the node's own controller reporting
+    (then one with SocketCAN's ``CAN_ERR_BUSOFF`` ends the run) or other nodes' frames (counted); default:
+    the controller's, except on python-can's software buses (virtual, udp_multicast).
+    ``diag``: the UDS server on ISO-TP (``bms.diag``): True for the default one (0x7E0/0x7DF -> 0x7E8), a
+    ``DiagConfig``, a ``UdsServer``, or None for none; ``node.diag`` is the server.
     """
 
     def __init__(self, emulator, bus: can.BusABC | None = None, *, clock="virtual", codec: Codec | None = None,
                  log=None, load_current_A: float = 0.0, coolant_C: float | None = None,
                  cooling_factor: float = 1.0, arm_timeouts: str = "first-rx", e2e_max_errors: int = 3,
                  counter_max_delta: int = 2, bus_error_timeout_s: float | None = None,
-                 max_rx_per_tick: int = 10_000,
-                 log_batch_frames: int = 512, node_name: str = "BMS", **bus_config):
+                 max_rx_per_tick: int = 10_000, controller_error_frames: bool | None = None,
+                 log_batch_frames: int = 512, node_name: str = "BMS", diag=True, matrix=None, **bus_config):
         if arm_timeouts not in ("first-rx", "start"):
             raise ValueError(f"arm_timeouts: expected 'first-rx' or 'start', found {arm_timeouts!r}")
         self.emulator = emulator
         self.codec = codec or Codec()
+        # a vehicle matrix (bms.can.matrix.MatrixMap): its messages on the bus, the built-in DBC's behind them
+        self.matrix = matrix
+        self.builtin_codec = self.codec
+        if matrix is not None:
+            self.codec, node_name = matrix.codec, matrix.node
         self.clock = make_clock(clock)
         self.period_ns = int(round(float(emulator.dt_s) * 1e9))
         if self.period_ns <= 0:
@@ -290,26 +346,39 @@ class CanNode:
         self.counters = dict.fromkeys(_COUNTERS, 0)
         self.stats = CycleStats()
         self.tick_stats = self.stats.track("<tick>", "loop", self.period_ns)
+        self._tick_ns = self.tick_stats.append_ns
         self.charger_connected = False
         self.last_request = _REQ_NONE
         self.comm_fault_active = False
         self.comm_fault_log: list[tuple[float, str, bool]] = []
+        self.on_fault_control = None   # (values, t_s) -> None: the bench control (hil.live), if it runs
+        # an external BMS firmware in the slot speaks for itself: its frames pass through unchanged
+        self._firmware = emulator.firmware if getattr(emulator, "bms", True) is None else None
+        if codec is not None and matrix is None and self._firmware is None:  # a DBC in place of the shipped one
+            check_node_dbc(self.codec, node_name)
+        self._firmware_stats: dict = {}
+        self._shadow = getattr(emulator, "shadow", None)   # a BMS firmware run beside (differential): hears all
         self._requests = _request_enum()
         self._request_values = tuple(self._requests(r) for r in range(_REQ_SHUTDOWN + 1))
-        self._publisher = Publisher(self, emulator, self.codec)
+        self._publisher = Publisher(self, emulator, self.builtin_codec)
         self._scheduler = Scheduler()
         self._tx_ids: set[tuple[int, bool]] = set()
         self._build_tx()
+        self._tx_table = self._scheduler.cyclic_table(self.period_ns)
         self._rx: dict[tuple[int, bool], _RxMessage] = {}
         self._build_rx()
         self._k = 0
         self._prepared: list = []
         self._pending: list = []
-        self._idle_error: BaseException | None = None
+        self._idle_error: BusFailure | None = None
+        self._idle_errors = 0
+        self._rx_failing_since_ns: int | None = None
+        self.last_rx_error: str | None = None
         self._log_batch: list = []
         self._last_bus_ok_ns = 0
         self._started = False
         self._closed = False
+        self._report: RunReport | None = None
         self._failure: str | None = None
         self._wall_start = 0.0
         self._wall_used = 0.0
@@ -317,14 +386,21 @@ class CanNode:
         self.skipped_ticks = 0
         self.max_lateness_ns = 0
         self.stop_reason = ""
-        self._diag_codec = self.codec.messages.get("DIAG_Response")
-        self._diag_stats = self.stats.track("DIAG_Response", "tx", None) if self._diag_codec else None
+        # the built-in BMS's UDS server (an external BMS firmware answers diagnostics itself, if it does)
+        self.diag = _diag_server(diag, emulator) if self._firmware is None else None
+        self._diag_ids = self.diag.ids() if self.diag is not None else {}
         # the bus last: nothing above may leave it open on an error
         self._owns_bus = bus is None
         self.bus = bus if bus is not None else open_bus(**bus_config)
+        # error frames: the node's own controller reporting (SocketCAN, adapters), or, on a bus of software
+        # handles (virtual, udp_multicast), frames another process sent, which say nothing of this node's
+        self.controller_error_frames = (not _software_bus(self.bus) if controller_error_frames is None
+                                        else bool(controller_error_frames))
+        # udp_multicast hands every socket of the group its own datagrams, unmarked: match them to what was sent
+        self._echoes: deque | None = deque(maxlen=_ECHOES_MAX) if _hears_own_sends_unmarked(self.bus) else None
         try:
             rt = getattr(self.clock, "rt_priority", None)
-            self.log = LogWriter(log, block=not self.clock.realtime,
+            self.log = LogWriter(log, block=not self.clock.realtime, thread=self.clock.realtime,
                                  start_s=None if self.clock.realtime else self.clock.timestamp(0),
                                  rt_priority=max(1, rt - 1) if rt else None) if log else None
         except BaseException:
@@ -332,11 +408,25 @@ class CanNode:
                 self.bus.shutdown()
             raise
         self.log_paths = [str(p) for p in (self.log.paths if self.log else [])]
+        if self.diag is not None:
+            self.diag.attach(self.clock.now_ns, self._send_diag)
 
     # --- set-up ------------------------------------------------------------------------------------------
     def _build_tx(self) -> None:
+        if self._firmware is not None:
+            return
         tick = self.period_ns
         slot = 0
+        if self.matrix is not None:
+            for message, values, pages, period_s in self.matrix.tx_messages(self._publisher, self.emulator):
+                self._tx_ids.add((message.frame_id, message.is_extended_id))
+                period = int(round(period_s * 1e9))
+                phase = tick + ((slot * tick) % period if period > tick else 0)
+                slot += period > tick
+                task = _TxTask(message, values, pages, self.stats.track(message.name, "tx", period),
+                               self.matrix.bitrate_switch)
+                self._scheduler.add(message.name, period, phase_ns=phase, payload=task)
+            return
         for message in self.codec.sent_by(self.node_name):
             self._tx_ids.add((message.frame_id, message.is_extended_id))
             values = self._publisher.handler(message.name)
@@ -352,23 +442,35 @@ class CanNode:
             if period > tick:  # spread the slower messages over the ticks of their period
                 phase += (slot * tick) % period
                 slot += 1
-            task = _TxTask(message, values, pages, self.stats.track(message.name, "tx", period))
+            task = _TxTask(message, values, pages, self.stats.track(message.name, "tx", period),
+                           bitrate_switch=True)  # only CAN FD frames switch (assb_bms_fd.dbc's cell data)
             self._scheduler.add(message.name, period, phase_ns=phase, payload=task)
 
     def _build_rx(self) -> None:
+        if self._firmware is not None:
+            return
         handlers = {"VCU_Command": self._on_vcu_command, "CHG_Status": self._on_charger_status,
-                    "HIL_Load": self._on_hil_load, "DIAG_Request": self._on_diag_request}
+                    "HIL_Load": self._on_hil_load, "HIL_FaultControl": self._on_fault_control}
+        if self.matrix is not None:
+            for message, timeout_s, handler, charger in self.matrix.rx_messages(handlers, self.builtin_codec,
+                                                                                  self.counters):
+                period = int(round(message.cycle_time_s * 1e9)) if message.cycle_time_s else None
+                rx = _RxMessage(message, int(round(timeout_s * 1e9)), self.stats.track(message.name, "rx", period),
+                                handler, charger=charger)
+                rx.armed = self.arm_timeouts == "start" and rx.timeout_ns > 0
+                self._rx[(message.frame_id, message.is_extended_id)] = rx
+            return
         for message in self.codec.received_by(self.node_name):
             attrs = message.dbc_message.dbc.attributes if message.dbc_message.dbc else {}
             timeout_ms = int(attrs["RxTimeoutTime"].value) if "RxTimeoutTime" in attrs else 0
             period = int(round(message.cycle_time_s * 1e9)) if message.cycle_time_s else None
             rx = _RxMessage(message, timeout_ms * 1_000_000, self.stats.track(message.name, "rx", period),
-                            handlers.get(message.name))
+                            handlers.get(message.name), charger=message.name == "CHG_Status")
             rx.armed = self.arm_timeouts == "start" and rx.timeout_ns > 0
             self._rx[(message.frame_id, message.is_extended_id)] = rx
 
     # --- life cycle ----------------------------------------------------------------------------------------
-    def start(self) -> "CanNode":
+    def start(self) -> CanNode:
         if self._started:
             return self
         if self._closed:
@@ -385,13 +487,15 @@ class CanNode:
         self.clock.start()  # run time 0 is now: the first deadline is one tick away
         return self
 
-    def run(self, duration_s: float | None = None, *, stop: threading.Event | None = None) -> RunReport:
+    def run(self, duration_s: float | None = None, *, stop: threading.Event | None = None,
+            on_tick=None) -> RunReport:
         """Run until ``duration_s`` of simulated time has passed, ``stop`` is set or Ctrl-C; then close.
 
         Returns the run's report; raises ``BusFailure`` (after closing) when the bus failed.
+        ``on_tick(t_s)``: called after every tick (a live view's telemetry and bench control).
         """
         try:
-            self.run_for(duration_s, stop=stop, close_on_failure=False)
+            self.run_for(duration_s, stop=stop, close_on_failure=False, on_tick=on_tick)
         except KeyboardInterrupt:
             self.stop_reason = "interrupted (Ctrl-C)"
         except BusFailure as exc:
@@ -407,7 +511,7 @@ class CanNode:
         return self.close()
 
     def run_for(self, duration_s: float | None, *, stop: threading.Event | None = None,
-                close_on_failure: bool = True) -> int:
+                close_on_failure: bool = True, on_tick=None) -> int:
         """Run ``duration_s`` of simulated time (None: until ``stop``) and stay open; returns ticks run.
 
         A bus failure closes the node (logs flushed) and raises ``BusFailure``.
@@ -422,6 +526,8 @@ class CanNode:
                     self.stop_reason = "stopped"
                     break
                 self._tick()
+                if on_tick is not None:
+                    on_tick(self.t_s)
             else:
                 self.stop_reason = "duration reached"
         except BusFailure as exc:
@@ -450,9 +556,14 @@ class CanNode:
     def close(self) -> RunReport:
         """Flush and close the logs, shut the bus down if the node opened it, restore the clock. Idempotent."""
         if self._closed:
-            return self._report
+            return self._report if self._report is not None else self.report()
         self._closed = True
         errors = []
+        if self.diag is not None:
+            try:
+                self.diag.close()
+            except BmsError as exc:
+                errors.append(exc)
         if self._started and self._prepared and self._failure is None and not self.stop_reason.startswith(
                 "interrupted"):
             # the frames of the last state (t = end of the run) go out too: a run of T seconds sends
@@ -494,7 +605,7 @@ class CanNode:
             raise errors[0]
         return self._report
 
-    def __enter__(self) -> "CanNode":
+    def __enter__(self) -> CanNode:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -509,7 +620,8 @@ class CanNode:
             overruns=self.overruns, skipped_ticks=self.skipped_ticks, max_lateness_ms=self.max_lateness_ns / 1e6,
             counters=dict(self.counters), comm_faults=list(self.comm_fault_log), cycle_times=self.stats.report(),
             logs=list(self.log_paths), log_frames=self.log.frames if self.log else 0,
-            log_dropped_frames=self.log.dropped_frames if self.log else 0, last_tx_error=self.last_tx_error)
+            log_dropped_frames=self.log.dropped_frames if self.log else 0, last_tx_error=self.last_tx_error,
+            last_rx_error=self.last_rx_error)
 
     @property
     def t_s(self) -> float:
@@ -534,9 +646,11 @@ class CanNode:
             self._send_prepared(now, True)
         else:
             clock.wait_until(t_ns)
-            self.tick_stats.add(t_ns)
+            self._tick_ns(t_ns)
             self._send_prepared(t_ns, False)
         self._receive(t_ns)
+        if self.diag is not None:
+            self.diag.step(t_ns)
         e = self.emulator
         e.tick(self.load_current_A, self.coolant_C, self.cooling_factor)
         self._k = k + 1
@@ -544,15 +658,23 @@ class CanNode:
         if self.log is not None and len(self._log_batch) >= self.log_batch_frames:
             self.log.write(self._log_batch)
             self._log_batch = []
+        if not k % _STATS_FLUSH_TICKS:  # the per-frame times are appended without a size check
+            self.stats.flush_due()
         if clock.realtime and clock.now_ns() > t_ns + self.period_ns:
             self.overruns += 1
 
     def _prepare(self, t_ns: int) -> None:
         """Encode the frames due at ``t_ns`` from the state now (the end of the tick before)."""
+        if self._firmware is not None:
+            self._prepare_firmware()
+            return
         append = self._prepared.append
-        build = Frame.build
-        for task in self._scheduler.pop_due(t_ns):
-            tx = task.payload
+        table = self._tx_table
+        if table is not None:  # the schedule repeats: the tasks due at tick k, precomputed
+            due = table[(t_ns // self.period_ns) % len(table)]
+        else:
+            due = [task.payload for task in self._scheduler.pop_due(t_ns)]
+        for tx in due:
             counter = tx.counter  # 0 for a message without E2E
             if tx.pages is not None:
                 page = tx.pages[tx.page_index]
@@ -577,15 +699,30 @@ class CanNode:
                     tx.last_data[counter] = data
             if tx.e2e:
                 tx.counter = (counter + 1) & tx.counter_mask
-            append((tx.stats, build(tx.frame_id, data, is_extended_id=tx.is_extended_id, is_fd=tx.is_fd)))
+            append((tx.stats_ns, _tx_frame(Frame, tx.frame_id, data, tx.is_extended_id, tx.is_fd, tx.brs)))
+
+    def _prepare_firmware(self) -> None:
+        """An external BMS firmware's frames of its last step, sent at the next deadline."""
+        stats, firmware = self._firmware_stats, self._firmware
+        assert firmware is not None
+        for frame in firmware.transmit():
+            st = stats.get(frame.arbitration_id)
+            if st is None:
+                st = stats[frame.arbitration_id] = self.stats.track(f"0x{frame.arbitration_id:X}", "tx", None)
+            self._prepared.append((st.append_ns, frame))
 
     def _send_prepared(self, t_ns: int, realtime: bool) -> None:
         prepared = self._prepared
         if not prepared:
             return
+        if self.diag is not None and not self.diag.normal_tx:  # CommunicationControl: application frames off
+            self.counters["tx_suppressed"] += len(prepared)
+            prepared.clear()
+            return
         bus, clock, batch = self.bus, self.clock, self._log_batch
         send = bus.send
         sent = 0
+        echoes = self._echoes
         stamp = clock.timestamp(t_ns)
         try:
             if realtime:
@@ -598,8 +735,10 @@ class CanNode:
                         self._tx_failed(exc, t_ns)
                         continue
                     sent += 1
-                    st.add(now)
+                    st(now)
                     batch.append(msg)
+                    if echoes is not None:
+                        echoes.append(_echo_key(msg))
             else:  # simulated time: every frame of the tick carries the tick's time
                 for st, msg in prepared:
                     msg.timestamp = stamp
@@ -609,8 +748,10 @@ class CanNode:
                         self._tx_failed(exc, t_ns)
                         continue
                     sent += 1
-                    st.add(t_ns)
+                    st(t_ns)
                     batch.append(msg)
+                    if echoes is not None:
+                        echoes.append(_echo_key(msg))
         finally:
             prepared.clear()
             self.counters["tx_frames"] += sent
@@ -630,59 +771,85 @@ class CanNode:
         self.counters["tx_frames"] += 1
         stats.add(t_ns)
         self._log_batch.append(msg)
+        if self._echoes is not None:
+            self._echoes.append(_echo_key(msg))
 
     # --- bus errors ----------------------------------------------------------------------------------------
-    def _fatal(self, exc: BaseException) -> bool:
-        code = getattr(exc, "errno", None)
-        if code is None:
-            code = getattr(exc, "error_code", None)
-        if code in _FATAL_ERRNOS:
-            return True
-        text = str(exc).lower()
-        return any(s in text for s in ("closed bus", "not open", "no such device", "network is down",
-                                       "bad file descriptor", "disconnected", "device not found"))
-
     def _tx_failed(self, exc: BaseException, t_ns: int) -> None:
         """A frame could not be sent: counted (a bus nobody acknowledges fills the transmit queue, e.g.
         before the VCU powers up); fatal when the adapter is gone, or when nothing could be sent for
         ``bus_error_timeout_s`` if that is set."""
         self.counters["tx_errors"] += 1
-        self.last_tx_error = str(exc)
-        if self._fatal(exc):
-            raise BusFailure(f"sending on the bus failed: {exc}") from exc
+        self.last_tx_error = _describe(exc)
+        if any(_gone(e) for e in _chain(exc)):
+            raise BusFailure(f"sending on the bus failed: {_describe(exc)}") from exc
         if self.bus_error_timeout_ns is not None and t_ns - self._last_bus_ok_ns > self.bus_error_timeout_ns:
             raise BusFailure(f"no frame could be sent for {self.bus_error_timeout_ns / 1e9:g} s; last error: "
                              f"{exc}") from exc
 
     def _idle(self, seconds: float) -> None:
         """Wall clock: wait for frames instead of sleeping (kept for the next tick's reception)."""
-        if self._idle_error is not None or len(self._pending) >= self.max_rx_per_tick:
+        if (self._idle_error is not None or self._idle_errors >= _RX_ERRORS_PER_TICK
+                or len(self._pending) >= self.max_rx_per_tick):
             time.sleep(seconds)
             return
         try:
             msg = self.bus.recv(timeout=seconds)
-        except (can.CanError, OSError, ValueError) as exc:
-            self._idle_error = exc
+        except _RX_EXCEPTIONS as exc:
+            self._idle_errors += 1
+            try:
+                self._rx_error(exc, self.clock.now_ns())
+            except BusFailure as failure:  # raised by the next tick's reception, after its sends
+                self._idle_error = failure
             return
+        self._rx_failing_since_ns = None
         if msg is not None:
             self._pending.append(msg)
 
+    def _rx_error(self, exc: BaseException, t_ns: int) -> None:
+        """A receive that raised. The adapter's own failure (bus shut down, device gone, interface down)
+        raises ``BusFailure``; a frame or datagram the interface could not decode is a bad frame (counted,
+        never fatal: a peer flooding garbage must not stop the BMS), anything else a receive error: counted,
+        and the run goes on unless receiving fails for a second without one good read."""
+        kind = classify_rx_error(self.bus, exc)
+        if kind == "fatal":
+            raise BusFailure(f"receiving from the bus failed: {_describe(exc)}") from exc
+        self.last_rx_error = _describe(exc)
+        if kind == "bad_frame":  # something arrived and was read: the bus works (a flood of garbage included)
+            self.counters["bad_frames"] += 1
+            return
+        self.counters["rx_errors"] += 1
+        since = self._rx_failing_since_ns
+        if since is None:
+            self._rx_failing_since_ns = t_ns
+        elif t_ns - since > (self.bus_error_timeout_ns or _RX_FAILING_MAX_NS):
+            raise BusFailure(f"receiving from the bus has failed for {(t_ns - since) / 1e9:.1f} s without one "
+                             f"good read; last error: {_describe(exc)}") from exc
+
     def _receive(self, t_ns: int) -> None:
         pending = self._pending
+        self._idle_errors = 0
         if self._idle_error is not None:
-            exc, self._idle_error = self._idle_error, None
-            raise BusFailure(f"receiving from the bus failed: {exc}") from exc
+            failure, self._idle_error = self._idle_error, None
+            raise failure
         recv = self.bus.recv
-        try:
-            while len(pending) < self.max_rx_per_tick:
+        errors = 0
+        while len(pending) < self.max_rx_per_tick:
+            try:
                 msg = recv(0)
-                if msg is None:
+            except _RX_EXCEPTIONS as exc:
+                self._rx_error(exc, t_ns)
+                errors += 1
+                if errors >= _RX_ERRORS_PER_TICK:
                     break
-                pending.append(msg)
-            else:
-                self.counters["rx_overflow_ticks"] += 1
-        except (can.CanError, OSError, ValueError) as exc:
-            raise BusFailure(f"receiving from the bus failed: {exc}") from exc
+                continue
+            errors = 0
+            self._rx_failing_since_ns = None
+            if msg is None:
+                break
+            pending.append(msg)
+        else:
+            self.counters["rx_overflow_ticks"] += 1
         if pending:
             for msg in pending:
                 self._on_frame(msg, t_ns)
@@ -693,6 +860,9 @@ class CanNode:
     # --- reception ----------------------------------------------------------------------------------------
     def _on_frame(self, msg: can.Message, t_ns: int) -> None:
         counters = self.counters
+        if not msg.is_rx or (self._echoes and self._is_echo(msg)):  # logged and counted when it was sent
+            counters["own_frames"] += 1
+            return
         counters["rx_frames"] += 1
         realtime = self.clock.realtime
         if not realtime:
@@ -701,16 +871,34 @@ class CanNode:
         self._log_batch.append(msg)
         if msg.is_error_frame:
             counters["error_frames"] += 1
-            if msg.arbitration_id & _CAN_ERR_BUSOFF:
+            if msg.arbitration_id & _CAN_ERR_BUSOFF and self.controller_error_frames:
                 raise BusFailure("the controller went bus-off (error frame with CAN_ERR_BUSOFF)")
             return
         if msg.is_remote_frame:
             counters["remote_frames"] += 1
             return
+        if self._shadow is not None:
+            self._shadow.receive(msg, t_ns)
+        if self._firmware is not None:  # an external BMS firmware reads its own frames
+            counters["rx_accepted"] += 1
+            self._firmware.receive(msg, t_ns)
+            return
         key = (msg.arbitration_id, msg.is_extended_id)
+        functional = self._diag_ids.get(key)
+        if functional is not None:
+            counters["diag_frames"] += 1
+            assert self.diag is not None  # diagnostic ids are listened to only with a server
+            self.diag.on_frame(msg, functional)
+            return
         rx = self._rx.get(key)
+        if rx is not None and not self.diag_rx_enabled:
+            counters["rx_suppressed"] += 1
+            return
         if rx is None:
-            counters["not_for_bms" if key in self._tx_ids or self.codec.by_id(*key) else "unknown_id"] += 1
+            if msg.arbitration_id > (0x1FFFFFFF if msg.is_extended_id else 0x7FF) or msg.arbitration_id < 0:
+                counters["bad_frames"] += 1  # an identifier no CAN frame can carry
+            else:
+                counters["not_for_bms" if key in self._tx_ids or self.codec.by_id(*key) else "unknown_id"] += 1
             return
         message = rx.codec
         data = msg.data
@@ -718,7 +906,7 @@ class CanNode:
             counters["wrong_dlc"] += 1
             return
         stamp = t_ns if not realtime else int(msg.timestamp * 1e9)
-        rx.stats.add(stamp)
+        rx.stats.append_ns(stamp)  # folded every _STATS_FLUSH_TICKS ticks
         payload = bytes(data)
         entry = rx.decoded.get(payload)
         if entry is None:
@@ -753,9 +941,23 @@ class CanNode:
             rx.timed_out = False
         if rx.reported:  # no longer faulted: a change only if a fault was reported
             self._update_fault(rx, t_ns)
+        if rx.handler is not None and rx.handler(values, t_ns, rx) is False:
+            counters["bad_values"] += 1  # a sound frame asking for what does not exist: counted once, here
+            return
         counters["rx_accepted"] += 1
-        if rx.handler is not None:
-            rx.handler(values, t_ns, rx)
+
+    def _is_echo(self, msg: can.Message) -> bool:
+        """Whether ``msg`` is one of this node's sends coming back (they come back in the order sent; the
+        ones before a match were lost on the way and are forgotten)."""
+        echoes = self._echoes
+        assert echoes is not None
+        key = _echo_key(msg)
+        for k, sent in enumerate(echoes):
+            if sent == key:
+                for _ in range(k + 1):
+                    echoes.popleft()
+                return True
+        return False
 
     def _e2e_error(self, rx: _RxMessage, t_ns: int) -> None:
         rx.errors_in_row += 1
@@ -769,7 +971,7 @@ class CanNode:
                 rx.timed_out = True
                 rx.last_counter = None  # resynchronise on the next frame
                 self._update_fault(rx, t_ns)
-                if rx.codec.name == "CHG_Status" and self.charger_connected:
+                if rx.charger and self.charger_connected:
                     self.charger_connected = False
                     self.emulator.bms.charger_offer(self._t_s(t_ns), max_voltage_V=0.0, max_current_A=0.0,
                                                     connected=False)
@@ -789,13 +991,13 @@ class CanNode:
         return float(t_s) if t_s is not None and abs(t_s * 1e9 - t_ns) < 1e3 else t_ns / 1e9
 
     # --- what each received message asks of the BMS --------------------------------------------------------
-    def _on_vcu_command(self, values: dict, t_ns: int, rx) -> None:
+    def _on_vcu_command(self, values: dict, t_ns: int, rx) -> bool:
+        """Feed the request to the BMS; False for a request that does not exist (counted a bad value)."""
         bms, t_s = self.emulator.bms, self._t_s(t_ns)
         request = int(values["StateRequest"])
         if request > _REQ_SHUTDOWN:
-            self.counters["bad_values"] += 1
-            bms.vcu_alive(t_s)
-            return
+            bms.vcu_alive(t_s)  # the VCU is there, its request is not one
+            return False
         if int(values.get("ContactorRequest", 0)) == _CONTACTOR_OPEN and request in (_REQ_DRIVE, _REQ_CHARGE):
             request = _REQ_STANDBY
         self.last_request = request
@@ -803,6 +1005,7 @@ class CanNode:
             bms.vcu_alive(t_s)
         else:
             bms.request(self._request_values[request], t_s)
+        return True
 
     def _on_charger_status(self, values: dict, t_ns: int, rx) -> None:
         connected = bool(values["ChargerConnected"])
@@ -817,19 +1020,45 @@ class CanNode:
         self.coolant_C = float(values["CoolantTemperature"])
         self.cooling_factor = float(values["CoolingFactor"])
 
-    def _on_diag_request(self, values: dict, t_ns: int, rx) -> None:
-        self.counters["diag_requests"] += 1
-        if self._diag_codec is None:
+    def _on_fault_control(self, values: dict, t_ns: int, rx) -> None:
+        hook = self.on_fault_control
+        if hook is not None:  # without a bench control running, the frame is only logged
+            hook(values, self._t_s(t_ns))
+
+    # --- diagnostics (bms.diag) -------------------------------------------------------------------------
+    @property
+    def diag_rx_enabled(self) -> bool:
+        """CommunicationControl: the application messages are received."""
+        return self.diag is None or self.diag.normal_rx
+
+    def _send_diag(self, arbitration_id: int, data: bytes, is_extended_id: bool) -> None:
+        """An ISO-TP frame of the UDS server, sent at once (timestamp: now, or the tick's simulated time)."""
+        clock = self.clock
+        msg = Frame.build(arbitration_id, data, is_extended_id=is_extended_id,
+                          timestamp=clock.timestamp(clock.now_ns()))
+        try:
+            self.bus.send(msg)
+        except (can.CanError, OSError) as exc:
+            self._tx_failed(exc, clock.now_ns())
             return
-        service = int(values["DiagService"])
-        if service == 0x19:
-            response = self._publisher.read_dtc(int(values["DiagDtcIndex"]))
-        elif service == 0x14:
-            cleared = self.emulator.bms.clear_dtcs(self._t_s(t_ns))
-            response = {"DiagResponse": 0x54, "ClearDtc_Cleared": max(0, min(int(cleared or 0), 255))}
-        else:
-            response = {"DiagResponse": 0x7F, "Negative_Service": service, "Negative_Code": 0x11}
-        self._send_event(self._diag_codec, response, t_ns, self._diag_stats)
+        self.counters["tx_frames"] += 1
+        self._log_batch.append(msg)
+        if self._echoes is not None:
+            self._echoes.append(_echo_key(msg))
+
+
+def _diag_server(diag, emulator):
+    """The node's UDS server from its ``diag`` argument."""
+    if diag is None or diag is False:
+        return None
+    from ..diag import DiagConfig, UdsServer
+    if diag is True:
+        return UdsServer(emulator)
+    if isinstance(diag, DiagConfig):
+        return UdsServer(emulator, diag)
+    if isinstance(diag, UdsServer):
+        return diag
+    raise ValueError(f"diag: expected True, None, a DiagConfig or a UdsServer, found {diag!r}")
 
 
 _DECODED_MAX = 1024  # payloads remembered per received message (random traffic cannot grow it further)
@@ -859,3 +1088,68 @@ def _request_enum():
             raise
         return int
     return StateRequest
+
+
+# --- what a receive error means, and whose frames come back --------------------------------------------
+_GONE_TEXT = ("closed bus", "not open", "no such device", "network is down", "file descriptor", "disconnected",
+              "device not found")  # "file descriptor": EBADF, and select() on a socket closed under python-can
+
+
+def _chain(exc: BaseException | None):
+    seen = 0
+    while exc is not None and seen < 8:
+        yield exc
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+
+
+def _describe(exc: BaseException) -> str:
+    """The error and what caused it (python-can wraps the reason: "could not unpack received message")."""
+    parts = []
+    for e in _chain(exc):
+        text = str(e) or type(e).__name__
+        if text not in parts:
+            parts.append(text)
+    return ": ".join(parts)
+
+
+def _gone(exc: BaseException) -> bool:
+    code = getattr(exc, "errno", None)
+    if code is None:
+        code = getattr(exc, "error_code", None)
+    if code in _FATAL_ERRNOS:
+        return True
+    text = str(exc).lower()
+    return any(s in text for s in _GONE_TEXT)
+
+
+def classify_rx_error(bus: can.BusABC, exc: BaseException) -> str:
+    """What an exception from ``bus.recv`` means: ``"fatal"`` (the bus is shut down, the device is gone or
+    the interface down: the adapter's own failure), ``"bad_frame"`` (the interface could not make a frame
+    of what arrived: python-can wraps a decoding error, or raises ValueError or TypeError, with no
+    operating-system error behind it) or ``"error"`` (any other failed receive: counted, retried)."""
+    if getattr(bus, "_is_shutdown", False):
+        return "fatal"
+    chain = list(_chain(exc))
+    if any(_gone(e) for e in chain):
+        return "fatal"
+    if any(isinstance(e, OSError) for e in chain):
+        return "error"
+    return "bad_frame"
+
+
+def _software_bus(bus: can.BusABC) -> bool:
+    """A bus of software handles (python-can's virtual and udp_multicast): no controller of this node
+    stands behind it, so an error frame on it was sent by another process."""
+    from can.interfaces.virtual import VirtualBus
+    return isinstance(bus, VirtualBus) or type(bus).__name__ == "UdpMulticastBus"  # LockstepBus is a VirtualBus
+
+
+def _hears_own_sends_unmarked(bus: can.BusABC) -> bool:
+    """udp_multicast: every socket of the group receives every datagram, its own too (multicast loopback,
+    which the other processes on the host need), and python-can's message format has no ``is_rx``."""
+    return type(bus).__name__ == "UdpMulticastBus"
+
+
+def _echo_key(msg: can.Message) -> tuple:
+    return (msg.arbitration_id, msg.is_extended_id, msg.is_remote_frame, msg.is_error_frame, msg.is_fd,
+            bytes(msg.data))

@@ -8,6 +8,7 @@ sequence of a run is a function of its inputs alone.
 from __future__ import annotations
 
 import heapq
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,6 +80,26 @@ class Scheduler:
             task.next_due_ns = nxt
             replace(heap, (nxt, order, task))
         return due
+
+    def cyclic_table(self, tick_ns: int, max_ticks: int = 10_000) -> list[list[Any]] | None:
+        """What ``pop_due(k * tick_ns)`` gives for every k >= 1, precomputed: the payloads due at tick k are
+        ``table[k % len(table)]``, in pop_due's order. Only where the schedule repeats exactly: every period
+        and phase a whole number of ticks, no phase beyond its period (so nothing is due before its first
+        deadline), the pattern within ``max_ticks``; else None. For a caller that calls pop_due once per tick
+        at exactly k * tick_ns (the node), the heap's work (~4 us a tick) done once; it does not update the
+        tasks' ``runs``/``next_due_ns``."""
+        tasks = self.tasks
+        if not tasks or tick_ns <= 0:
+            return None
+        hyper = 1
+        for t in tasks:
+            if t.period_ns % tick_ns or t.next_due_ns % tick_ns or t.runs or not 0 < t.next_due_ns <= t.period_ns:
+                return None
+            n = t.period_ns // tick_ns
+            hyper = hyper * n // math.gcd(hyper, n)
+            if hyper > max_ticks:
+                return None
+        return [[t.payload for t in tasks if (k * tick_ns - t.next_due_ns) % t.period_ns == 0] for k in range(hyper)]
 
     def __len__(self) -> int:
         return len(self._tasks)

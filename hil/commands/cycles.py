@@ -1,10 +1,18 @@
 """``bms-emu cycles``: list the built-in drive cycles."""
 from __future__ import annotations
 
+import argparse
+
 
 def add_subparser(subparsers):
-    parser = subparsers.add_parser("cycles", help="list the built-in drive cycles",
-                                   description="List the built-in standard drive cycles.")
+    parser = subparsers.add_parser(
+        "cycles", help="list the built-in drive cycles",
+        description="List the built-in standard drive cycles (name, duration, distance, top speed). A "
+                    "scenario's drive step names one of them, or a speed-time CSV (time_s,speed_mps) beside it.",
+        epilog="examples:\n  bms-emu cycles\n"
+               "  in a scenario:   [[step]]  kind = \"drive\"  cycle = \"us06\"  repeat = 2\n"
+               "  your own cycle:  [[step]]  kind = \"drive\"  cycle = \"my_route.csv\"",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.set_defaults(func=_run)
 
 

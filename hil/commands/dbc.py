@@ -19,16 +19,19 @@ def add_subparser(subparsers):
     parser.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
     parser.add_argument("--format", choices=FORMATS, default="dbc", help="file format (default: dbc)")
     parser.add_argument("--list", action="store_true", help="print a table of the messages instead")
+    parser.add_argument("--fd", action="store_true",
+                        help="the CAN FD variant: cell voltages (24 a frame) and temperatures (all 24) in 64- and "
+                             "48-byte CAN FD frames with the bit-rate switch (serve --dbc FILE --fd uses it)")
     parser.set_defaults(func=_run)
 
 
 def _run(args) -> int:
     from pathlib import Path
 
-    from bms.can import Codec, dbc_text
+    from bms.can import Codec, dbc_text, fd_dbc_path
 
     if args.list:
-        codec = Codec()
+        codec = Codec(path=fd_dbc_path()) if args.fd else Codec()
         lines = [f"{'id':>6}  {'message':<22}{'sender':<9}{'cycle ms':>9}  {'pages':>5}  e2e  signals"]
         for m in sorted(codec.messages.values(), key=lambda m: m.frame_id):
             cycle = f"{m.cycle_time_s * 1000:g}" if m.cycle_time_s else "event"
@@ -37,9 +40,9 @@ def _run(args) -> int:
                          f"{len(m.signals)}")
         text = "\n".join(lines) + "\n"
     elif args.format == "dbc":
-        text = dbc_text()
+        text = dbc_text(fd=args.fd)
     else:
-        db = Codec().db
+        db = (Codec(path=fd_dbc_path()) if args.fd else Codec()).db
         text = db.as_kcd_string() if args.format == "kcd" else db.as_sym_string()
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)

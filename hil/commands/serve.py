@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 import threading
+
+DEFAULT_DIAG_IDS = "0x7E0,0x7E8,0x7DF"
 
 
 def add_subparser(subparsers):
@@ -14,16 +15,20 @@ def add_subparser(subparsers):
         description="Run the emulated BMS (pack model, sensors, estimators, BMS logic) as a node on a CAN bus, "
                     "paced by the wall clock (absolute 10 ms deadlines) or, with --lockstep, as fast as "
                     "possible with frame timestamps in simulated time. It sends every cyclic message of the "
-                    "DBC (bms-emu dbc), obeys VCU_Command, CHG_Status and DIAG_Request, and takes the load "
-                    "current from HIL_Load (or --load-current). Ctrl-C stops cleanly: logs are flushed and "
-                    "per-message cycle-time statistics printed. The bus is opened like python-can's tools "
-                    "open one: the arguments, then python-can's environment (CAN_INTERFACE, CAN_CHANNEL, "
-                    "CAN_BITRATE, CAN_CONFIG) and config file; the interface defaults to 'virtual'.",
+                    "DBC (bms-emu dbc), obeys VCU_Command and CHG_Status, answers UDS diagnostics on ISO-TP "
+                    "(requests 0x7E0, functional 0x7DF, responses 0x7E8), and takes the load "
+                    "current from HIL_Load (or --load-current). Ctrl-C, SIGTERM and SIGHUP stop it cleanly at any "
+                    "instant, also during power-on: logs are flushed and the run report with per-message "
+                    "cycle-time statistics printed (a second signal stops at once). The bus is opened like "
+                    "python-can's tools open one: the arguments, then python-can's environment (CAN_INTERFACE, "
+                    "CAN_CHANNEL, CAN_BITRATE, CAN_CONFIG) and config file; the interface defaults to 'virtual'.",
         epilog="examples:\n"
                "  bms-emu serve -i socketcan -c can0 --log run.blf\n"
                "  bms-emu serve -i pcan -c PCAN_USBBUS1 -b 500000 --log run.asc --log run.log\n"
                "  bms-emu serve -i udp_multicast -c 239.74.163.2 --lockstep --duration 60 --log ci.blf\n"
-               "exit status: 0 stopped (duration, Ctrl-C, SIGTERM); 2 bad arguments; 3 the bus failed",
+               "  bms-emu serve -i socketcan -c can0 --diag-memory bms-nvm.json   # DTCs kept across restarts\n"
+               "exit status: 0 stopped (--duration reached, Ctrl-C, SIGTERM, SIGHUP); 2 bad arguments, pack or DBC;\n"
+               "  3 the bus could not be opened or failed; 4 a log could not be written (disk full)",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     from bms.can.busargs import add_bus_arguments
     add_bus_arguments(parser)
@@ -44,7 +49,11 @@ def add_subparser(subparsers):
                           "(.mf4 with the mf4 extra); repeat for several files")
     run.add_argument("--dbc", metavar="FILE",
                      help="use this DBC instead of the shipped one (same message and signal names; other IDs, "
-                          "layouts or cycle times are fine)")
+                          "layouts or cycle times are fine; CHG_Status and HIL_Load may be left out); a DBC "
+                          "without what the BMS sends and reads is refused, naming each gap")
+    run.add_argument("--matrix", metavar="MAP.toml",
+                     help="speak the vehicle's own CAN matrix (the DBC, ARXML, KCD or SYM the map names) through "
+                          "this signal map instead of the shipped DBC")
     run.add_argument("--arm-timeouts", choices=("first-rx", "start"), default="first-rx",
                      help="watch a received message's timeout once it was heard (default) or from the start")
     run.add_argument("--spin-ms", type=float, default=0.3,
@@ -54,58 +63,184 @@ def add_subparser(subparsers):
                           "CAP_SYS_NICE; default: 50; 0: normal scheduling)")
     run.add_argument("--json", metavar="FILE", help="also write the run report (with cycle times) as JSON")
     run.add_argument("-q", "--quiet", action="store_true", help="print only the end-of-run report")
-    parser.set_defaults(func=_run)
+    diag = parser.add_argument_group("diagnostics (UDS on ISO-TP)")
+    diag.add_argument("--diag-memory", metavar="FILE",
+                      help="the BMS's non-volatile memory (DTCs with snapshots, written DIDs, counters, security "
+                           "attempts) as a JSON file, read at start and kept up to date, so it survives restarts")
+    diag.add_argument("--diag-ids", metavar="REQ,RESP[,FUNC]", default=DEFAULT_DIAG_IDS,
+                      help="physical request, response and functional request identifiers (default: "
+                           "0x7E0,0x7E8,0x7DF, or the --matrix map's [diagnostics]; 29-bit identifiers above 0x7FF)")
+    diag.add_argument("--dids", metavar="FILE", help="data identifier table (TOML) instead of the shipped one")
+    diag.add_argument("--no-diag", action="store_true", help="no diagnostic server")
+    from ..live.cli_args import add_live_arguments
+    add_live_arguments(parser)
+    parser.add_argument("--live-audit", metavar="FILE", help="with --live: the bench-control audit log (default: "
+                        "bench-audit.jsonl beside --json, else in the current folder)")
+    parser.set_defaults(func=_run, graceful_stop=True)
 
 
 def _run(args) -> int:
-    from pathlib import Path
-
     from bms.can import BusFailure, CanNode, Codec, VirtualClock, WallClock
     from bms.can.busargs import bus_options
+    from bms.can.logs import LogError
     from bms.emulator import Emulator
+
+    from .. import exit_status
 
     if args.duration is not None and args.duration <= 0:
         raise SystemExit("bms-emu serve: error: --duration must be > 0")
-    emulator = Emulator(args.pack, seed=args.seed, initial_soc=args.soc, temp_C=args.temp, dt_s=args.dt)
+    if not 0.001 <= args.dt <= 0.1:  # NaN too; a nanosecond tick would never reach --duration
+        raise SystemExit(f"bms-emu serve: error: --dt: expected a tick of 0.001 ... 0.1 s, found {args.dt:g}")
     if not 0 <= args.rt_priority <= 99:
         raise SystemExit("bms-emu serve: error: --rt-priority must be in 0..99")
+    stop = getattr(args, "stop", None) or threading.Event()
+    emulator = Emulator(args.pack, seed=args.seed, initial_soc=args.soc, temp_C=args.temp, dt_s=args.dt)
     clock = VirtualClock() if args.lockstep else WallClock(spin_s=max(args.spin_ms, 0.0) / 1000.0,
                                                            rt_priority=args.rt_priority or None)
-    stop = threading.Event()
     codec = Codec(path=args.dbc) if args.dbc else None
+    matrix = None
+    if args.matrix:
+        if args.dbc:
+            from bms.errors import BmsError
+            raise BmsError("--dbc and --matrix exclude each other (the map names its matrix)")
+        from ..matrix import load_matrix_map
+        matrix = load_matrix_map(args.matrix, n_cells=emulator.pack.params.n_series,
+                                 n_temperatures=len(emulator.sensors.temperature_C))
+    _check_fd_logs(args.log, matrix.codec if matrix is not None else codec)
+    diag = None if args.no_diag else _diag_config(args, matrix)
     node = CanNode(emulator, clock=clock, codec=codec, log=args.log or None, load_current_A=args.load_current,
-                   arm_timeouts=args.arm_timeouts, **bus_options(args))
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set()) if hasattr(signal, "SIGTERM") else None
-    status = 0
-    report = None
+                   arm_timeouts=args.arm_timeouts, diag=diag, matrix=matrix, **bus_options(args))
+    status = exit_status.OK
+    report, error = None, None
+    live = _live_session(args, node)
     try:
         if not args.quiet:
             duration = f"for {args.duration:g} s" if args.duration else "until Ctrl-C"
             print(f"bms-emu serve: BMS on {node.bus.channel_info} ({type(node.bus).__name__}), "
                   f"{clock.kind} clock, {args.pack}, tick {args.dt * 1000:g} ms, {duration}", flush=True)
+            if diag is not None:
+                functional = f", functional 0x{diag.functional_id:X}" if diag.functional_id is not None else ""
+                print(f"bms-emu serve: UDS on ISO-TP, requests 0x{diag.physical_id:X}{functional}, responses "
+                      f"0x{diag.response_id:X}" + (f", memory {diag.memory_path}" if diag.memory_path else ""),
+                      flush=True)
             if type(node.bus).__name__ == "VirtualBus":
                 print("bms-emu serve: note: python-can's 'virtual' interface reaches this process only; for "
-                      "other processes use e.g. -i udp_multicast -c 239.74.163.2 or -i socketcan -c vcan0",
-                      flush=True)
+                      "other processes use e.g. -i udp_multicast -c 239.74.163.2 (on a trusted host or in a "
+                      "network namespace: it listens on every address) or -i socketcan -c vcan0", flush=True)
         try:
-            node.start()
-            if not args.quiet and getattr(clock, "rt_priority", None):
-                print(f"bms-emu serve: {clock.rt_error or f'loop thread SCHED_FIFO {clock.rt_priority}'}",
-                      flush=True)
-            report = node.run(args.duration, stop=stop)
+            node.start()  # power-on: the BMS's first task, the estimator's initialisation
+            if not args.quiet:
+                rt = getattr(clock, "rt_priority", None)
+                if rt:
+                    print(f"bms-emu serve: {getattr(clock, 'rt_error', None) or f'loop thread SCHED_FIFO {rt}'}",
+                          flush=True)
+                print("bms-emu serve: powered on, running", flush=True)
+            if live is not None:
+                live.attach(emulator, node=node, info={"scenario": "serve", "mode": clock.kind,
+                                                       "pack": args.pack})
+                live.start()
+            report = node.run(args.duration, stop=stop, on_tick=live.every_tick if live is not None else None)
         except BusFailure as exc:
-            report = exc.report
-            print(f"bms-emu serve: the bus failed: {exc}; logs flushed"
-                  + (f" ({', '.join(report.logs)})" if report and report.logs else ""), file=sys.stderr)
-            status = 3
+            report, error, status = exc.report, f"the bus failed: {exc}", exit_status.BUS
+        except LogError as exc:  # the disk filled up under a log: the run ends, the report still says why
+            report, error, status = None, f"a log could not be written: {exc}", exit_status.INCOMPLETE
     finally:
-        node.close()
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-    if report is not None:
-        print(report.summary())
-        print(node.stats.table())
-        if args.json:
-            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.json).write_text(json.dumps(report.as_dict(), indent=2) + "\n", encoding="utf-8")
+        try:
+            closing = node.close()
+        except LogError as exc:
+            closing = node.close()  # closed now: the report of the run
+            if error is None:
+                error, status = f"a log could not be written: {exc}", exit_status.INCOMPLETE
+        report = report or closing
+        if live is not None:
+            live.close(report.stop_reason if report is not None else "stopped")
+    memory_error = getattr(node.diag, "memory_error", None)
+    if memory_error:
+        print(f"bms-emu serve: error: {memory_error}", file=sys.stderr)
+        status = status or exit_status.INCOMPLETE
+    if error is not None:
+        report.stop_reason = f"{error}; {report.stop_reason}"
+        print(f"bms-emu serve: {error}; logs flushed" + (f" ({', '.join(report.logs)})" if report.logs else ""),
+              file=sys.stderr)
+    complete = _settle(report, stop)
+    print(report.summary())
+    print(node.stats.table())
+    if args.json:
+        from pathlib import Path
+
+        from ..report import write_text_atomic
+        try:
+            while True:
+                write_text_atomic(Path(args.json), json.dumps({"complete": complete, **report.as_dict()},
+                                                              indent=2) + "\n")
+                if complete == _settle(report, stop):
+                    break
+                complete = False  # a stop while it was written: written again, saying so
+        except OSError as exc:
+            print(f"bms-emu serve: error: {args.json}: cannot write the run report: {exc}", file=sys.stderr)
+            status = status or exit_status.INCOMPLETE
     return status
+
+
+def _live_session(args, node):
+    """``--live``: the session (its audit log beside --json, or where --live-audit says), else None."""
+    from pathlib import Path
+
+    from ..live.cli_args import session_from_args
+    audit = args.live_audit or (Path(args.json).with_name("bench-audit.jsonl") if args.json else "bench-audit.jsonl")
+    try:
+        return session_from_args(args, audit)
+    except BaseException:
+        node.close()
+        raise
+
+
+def _diag_config(args, matrix=None):
+    """The diagnostic server's configuration from the command line, else the matrix map's [diagnostics]
+    (exits with a message when malformed)."""
+    from bms.diag import DiagConfig
+    from bms.errors import BmsError
+
+    try:
+        ids = [int(x, 0) for x in args.diag_ids.split(",")]
+        if len(ids) not in (2, 3):
+            raise ValueError("two or three identifiers")
+    except ValueError as exc:
+        raise SystemExit(f"bms-emu serve: error: --diag-ids: expected REQ,RESP[,FUNC] such as 0x7E0,0x7E8,0x7DF, "
+                         f"found {args.diag_ids!r} ({exc})") from None
+    given = getattr(matrix, "diagnostics", None)
+    if given and args.diag_ids == DEFAULT_DIAG_IDS:
+        ids = [given["request_id"], given["response_id"]] + (
+            [given["functional_id"]] if "functional_id" in given else [])
+    try:
+        return DiagConfig(physical_id=ids[0], response_id=ids[1], functional_id=ids[2] if len(ids) == 3 else None,
+                          extended_id=max(ids) > 0x7FF, memory_path=args.diag_memory, did_table=args.dids)
+    except BmsError as exc:
+        raise SystemExit(f"bms-emu serve: error: {exc}") from None
+
+
+def _check_fd_logs(logs, codec) -> None:
+    """A log that cannot keep the CAN FD frames it would get is refused before the bus opens; one that drops
+    their flags is named."""
+    from bms.can.logs import fd_log_problems
+    from bms.errors import BmsError
+
+    if codec is None or not any(m.is_fd for m in codec.messages.values()):
+        return
+    for path, why, fatal in fd_log_problems(logs):
+        if fatal:
+            raise BmsError(f"--log {path}: {why}; use .blf, .asc or .log")
+        print(f"bms-emu serve: warning: --log {path}: {why}", file=sys.stderr)
+
+
+def _settle(report, stop) -> bool:
+    """Whether the run did all it was asked (its --duration); a stop request is named in the report with
+    the simulated time it ended at."""
+    from ..stopping import describe_stop
+
+    why = describe_stop(stop)
+    if stop.is_set() and why not in report.stop_reason:
+        at = f"{why} at t = {report.simulated_s:.2f} s"
+        report.stop_reason = at if report.stop_reason in ("stopped", "not started") else \
+            f"{report.stop_reason}; {at} while the report was written"
+    return report.stop_reason == "duration reached"

@@ -1,0 +1,60 @@
+"""Reading a user's input file (scenario, parameters, drive cycle, DBC) without letting it exhaust memory.
+
+A path may name a directory, a device (``/dev/zero`` never ends), a FIFO or a file of gigabytes: each is
+refused before it is read, saying why, and no error ever quotes the file's contents.
+"""
+from __future__ import annotations
+
+import os
+import re
+import stat
+from pathlib import Path
+
+from .errors import BmsError
+
+__all__ = ["InputFileError", "read_input_text", "parse_error_text", "MAX_INPUT_BYTES"]
+
+MAX_INPUT_BYTES = 64 * 1024 * 1024   # a 10 Hz drive cycle of a week is 6 MB; a DBC of a whole vehicle a few MB
+
+
+class InputFileError(BmsError, ValueError):
+    """An input file cannot be read as text: which file, what it is, why."""
+
+    def __init__(self, path: str | Path, reason: str):
+        self.path, self.reason = str(path), reason
+        super().__init__(f"{path}: {reason}")
+
+
+def read_input_text(path: str | Path, *, what: str = "input file", max_bytes: int = MAX_INPUT_BYTES) -> str:
+    """The UTF-8 text of the regular file ``path``, at most ``max_bytes`` long."""
+    path = Path(path)
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise InputFileError(path, f"no such file (the {what})") from None
+    except OSError as exc:
+        raise InputFileError(path, f"cannot read the {what}: {exc.strerror}") from None
+    if not stat.S_ISREG(info.st_mode):
+        kind = "a directory" if stat.S_ISDIR(info.st_mode) else "a device, pipe or socket"
+        raise InputFileError(path, f"expected a {what} (a regular file), found {kind}")
+    if info.st_size > max_bytes:
+        raise InputFileError(path, f"the {what} is {info.st_size:,} bytes, more than the {max_bytes:,} bytes "
+                                   "an input file may have")
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(max_bytes + 1)   # a file that grows while read is bounded too
+    except OSError as exc:
+        raise InputFileError(path, f"cannot read the {what}: {exc.strerror}") from None
+    if len(data) > max_bytes:
+        raise InputFileError(path, f"the {what} is more than the {max_bytes:,} bytes an input file may have")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise InputFileError(f"{path}:{line}", f"the {what} is not UTF-8 text (byte {exc.start})") from None
+
+
+def parse_error_text(exc: BaseException) -> str:
+    """A parser's message without the text it quotes from the file (cantools, tomllib: "line 2, column 5: ...")."""
+    text = str(exc)
+    return re.sub(r'(line \d+, column \d+)\s*:\s*["\'].*', r"\1", text, flags=re.S).strip(' "') or type(exc).__name__

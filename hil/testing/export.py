@@ -1,0 +1,91 @@
+"""A bench's run as a scenario file: the regression test a failing property leaves behind.
+
+The file holds the bench's pack, seed, initial state and firmware, every segment it ran as a ``[[step]]`` (cycle
+slices as CSV files beside it), every fault with the time it was injected and cleared, and the properties that
+were checked as ``[[expect]]`` entries, so ``bms-emu run FILE --mode lockstep`` fails the same way.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import tomli_w
+
+from .segments import CycleSlice
+
+__all__ = ["scenario_toml", "write_scenario"]
+
+
+def _firmware_table(spec) -> dict:
+    table = {"role": spec.role, "kind": spec.kind}
+    for key in ("path", "config", "dbc"):
+        value = getattr(spec, key)
+        if value:
+            table[key] = str(Path(value).resolve()) if key in ("path", "dbc") and spec.kind != "process" else value
+    table["timeout_s"] = float(spec.timeout_s)
+    if spec.mapping:
+        table["mapping"] = dict(spec.mapping)
+    if spec.signals:
+        table["signals"] = dict(spec.signals)
+    if spec.differential is not None:
+        table["differential"] = dict(spec.differential)
+    return table
+
+
+def scenario_toml(bench, expectations=(), *, name: str | None = None) -> tuple[str, dict[str, str]]:
+    """(TOML text, {file name: text} of the cycle slices beside it)."""
+    s = bench.scenario
+    head = {"name": name or s.name, "description": f"exported by hil.testing after {bench.t_s:.2f} s simulated",
+            "pack": s.pack, "seed": s.seed, "initial_soc": s.initial_soc, "dt_s": s.dt_s, "mode": "lockstep"}
+    data: dict = {"scenario": head}
+    if s.pack_overrides:
+        data["pack_overrides"] = s.pack_overrides
+    data["ambient"] = {"temp_C": s.ambient_C}
+    if bench.firmware_spec is not None and bench.firmware_spec.external:
+        data["firmware"] = _firmware_table(bench.firmware_spec)
+    files: dict[str, str] = {}
+    steps = []
+    for step, segment in bench.steps:
+        steps.append({"kind": step.kind, **step.options})
+        if isinstance(segment, CycleSlice):
+            files[segment.csv_name()] = segment.csv_text()
+    if not steps:  # a scenario needs a step: one tick at rest is what an untouched bench did
+        steps.append({"kind": "rest", "duration_s": s.dt_s})
+    data["step"] = steps
+    faults = []
+    end_s = bench.t_s
+    for fault in bench.faults.values():
+        # a fault injected at the very end, or cleared where it was injected, never acted on the pack: a scenario
+        # refuses it (it would never be injected), and leaving it out replays the same run
+        if fault.at_s >= end_s - 1e-9 or (fault.clear_at_s is not None and fault.clear_at_s <= fault.at_s + 1e-9):
+            continue
+        entry = {"kind": fault.kind, "name": fault.name, "at_s": fault.at_s, **fault.options}
+        if fault.clear_at_s is not None:
+            entry["clear_at_s"] = fault.clear_at_s
+        faults.append(entry)
+    if faults:
+        data["fault"] = faults
+    expects = [{"kind": e.kind, "name": e.name, **e.options} for e in expectations]
+    if expects:
+        data["expect"] = expects
+    return tomli_w.dumps(data), files
+
+
+def write_scenario(bench, folder: Path, expectations=(), *, name: str | None = None) -> Path:
+    """Write the scenario (named after a hash of its content, so the same failure writes the same file) and its
+    cycle files through temporary files and renames; returns the TOML's path."""
+    text, files = scenario_toml(bench, expectations, name=name)
+    digest = hashlib.sha256((text + "".join(sorted(files.values()))).encode()).hexdigest()[:10]
+    folder.mkdir(parents=True, exist_ok=True)
+    for file_name, content in files.items():
+        _write_atomic(folder / file_name, content)
+    path = folder / f"{name or bench.scenario.name}-{digest}.toml"
+    _write_atomic(path, text)
+    return path
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)

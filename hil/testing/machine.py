@@ -1,0 +1,147 @@
+"""A hypothesis rule-based state machine of a BMS on a bench, for any firmware in the slot.
+
+Rules drive, charge, rest, inject and clear faults, send VCU commands through the tester (valid, or with a wrong
+alive counter or CRC) and let time pass in bounded chunks; after every rule the
+safety properties (``hil.testing.check.DEFAULT_PROPERTIES``, or the class's ``properties``) are checked on the
+recording. A failure writes the run so far as a scenario TOML (the shrunk one is the last written, and hypothesis
+prints its path) that ``bms-emu run`` replays to the same failure.
+
+    from hil.testing import BmsMachine
+    class TestMyVcu(BmsMachine.for_firmware(my_spec)):   # or BmsMachine: the session's --bms-firmware
+        pass
+    TestMyVcu.TestCase.settings = settings(max_examples=20, stateful_step_count=8)
+
+State machines take no pytest fixtures: the firmware, preset and seed come from the class or from the session's
+command-line options (``hil.testing.options.current()``).
+"""
+from __future__ import annotations
+
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from bms.can.node import Frame
+from bms.controller import StateRequest
+
+from . import options as _options
+from . import strategies as bst
+from .bench import Bench
+from .check import DEFAULT_PROPERTIES, expectations, fail, take_exports
+from .pool import ready_bench
+
+__all__ = ["BmsMachine", "take_exports"]
+
+
+class BmsMachine(RuleBasedStateMachine):
+    """The BMS under drives, charges, faults and time. Class attributes a subclass sets: ``firmware`` (a
+    ``FirmwareSpec``; None: the session's), ``preset``, ``seed``, ``properties`` (name -> options),
+    ``max_active_faults``, ``export`` (write the counterexample scenario)."""
+
+    firmware = None
+    preset: str | None = None
+    seed: int | None = None
+    properties: dict = DEFAULT_PROPERTIES
+    max_active_faults = 2
+    export = True
+    settle_s = 1.0
+
+    def __init__(self):
+        super().__init__()
+        self.bench: Bench | None = None
+        self._pooled = False
+        self.active: list[str] = []
+
+    @classmethod
+    def for_firmware(cls, firmware, **attrs) -> type[BmsMachine]:
+        """A subclass with ``firmware`` (and any other class attribute) set."""
+        return type(f"{cls.__name__}For{getattr(firmware, 'kind', 'Builtin').title()}", (cls,),
+                    {"firmware": firmware, **attrs})
+
+    # --- start ----------------------------------------------------------------------------------------------
+    @initialize(start=bst.initial_conditions(min_soc=0.2, max_soc=0.9, min_temp_C=-15.0, max_temp_C=40.0),
+                spread=bst.cell_spreads())
+    def start(self, start, spread):
+        opts = _options.current()
+        # this process's ready bench for the start, reset to its snapshot (power on, precharge, close: done once)
+        self.commands: list[str] = []   # frames sent through the tester (a scenario cannot replay them)
+        self.bench, self._pooled = ready_bench(
+            self.settle_s, tester=True, preset=self.preset or opts.preset,
+            seed=opts.seed if self.seed is None else self.seed,
+            firmware=self.firmware if self.firmware is not None else opts.firmware, spread=spread, name="machine",
+            matrix=opts.matrix, **start.bench_options())
+
+    # --- rules ------------------------------------------------------------------------------------------------
+    @rule(segment=bst.segments(kinds=("rest", "current", "power", "cycle"), max_duration_s=5.0))
+    def drive(self, segment):
+        self.bench.run(segment)
+
+    @rule(segment=bst.segments(kinds=("charge",), max_charge_duration_s=3.0))
+    def charge(self, segment):
+        self.bench.run(segment)
+        self.bench.advance(0.2)  # the charger leaves; the VCU asks for DRIVE again
+
+    @rule(seconds=st.integers(1, 30).map(lambda k: round(k * 0.1, 1)))
+    def wait(self, seconds):
+        self.bench.advance(seconds)
+
+    @precondition(lambda self: self.bench is not None and len(self.active) < self.max_active_faults)
+    @rule(fault=bst.faults(kinds=("sensor", "internal_short", "coolant_loss", "vcu_silence", "can_corrupt",
+                                  "stack_pressure")))
+    def inject(self, fault):
+        kind, options = fault
+        self.active.append(self.bench.inject(kind, **options))
+        self.bench.advance(0.1)  # it takes effect at the next 100 ms boundary
+
+    @precondition(lambda self: self.bench is not None)
+    @rule(state=st.sampled_from([int(r) for r in StateRequest]), contactor=st.sampled_from([0, 1, 2]),
+          e2e=st.sampled_from(("valid", "wrong_counter", "wrong_crc")))
+    def command(self, state, contactor, e2e):
+        """A VCU_Command by its DBC names through the tester, between the VCU's own: its alive counter the next one
+        after the last on the bus (``valid``), one that jumps (``wrong_counter``), or a wrong CRC."""
+        bench = self.bench
+        frame = _vcu_command(bench.tester, e2e, StateRequest=state, ContactorRequest=contactor)
+        self.commands.append(f"t = {bench.t_s:.2f} s VCU_Command StateRequest={StateRequest(state).name} "
+                             f"ContactorRequest={contactor} ({e2e}): {bytes(frame.data).hex(' ')}")
+        bench.advance(0.1)
+
+    @precondition(lambda self: bool(self.active))
+    @rule(which=st.integers(0, 7))
+    def clear(self, which):
+        name = self.active.pop(which % len(self.active))
+        self.bench.clear(name)
+        self.bench.advance(0.1)
+
+    # --- properties -------------------------------------------------------------------------------------------
+    @invariant()
+    def safety_properties(self):
+        if self.bench is None:
+            return
+        exps = expectations(self.properties)
+        failed = self.bench.check(exps)
+        if failed:
+            exc = fail(self.bench, failed, exps, export=self.export)
+            if self.commands:   # scenarios have no frame injection: say what the replay will lack
+                exc.args = (exc.args[0] + f"\n  not in the scenario ({len(self.commands)} frame(s) sent through the "
+                            "tester, which bms-emu run cannot replay):\n    " + "\n    ".join(self.commands),)
+            raise exc
+
+    def teardown(self):
+        if self.bench is not None and not self._pooled:
+            self.bench.close()   # a pooled bench stays open for the next example's reset
+
+
+def _vcu_command(tester, e2e: str, **signals):
+    """Send VCU_Command with ``signals`` through ``tester``; ``e2e`` says what its alive counter and CRC are."""
+    codec = tester.codec["VCU_Command"]
+    if getattr(tester, "_gateway", None) is not None or codec.e2e is None:
+        return tester.send("VCU_Command", signals)   # a matrix bench: the map's own counter and CRC
+    e2e_spec = codec.e2e
+    last = next((f for _, f in reversed(tester.received) if f.arbitration_id == codec.frame_id), None)
+    counter = int(codec.decode(bytes(last.data))[e2e_spec.counter_signal]) if last is not None else -1
+    step = 5 if e2e == "wrong_counter" else 1
+    data = bytearray(tester.encode("VCU_Command", {**signals, e2e_spec.counter_signal:
+                                                   (counter + step) % (1 << e2e_spec.counter_bits)}))
+    if e2e == "wrong_crc":
+        data[e2e_spec.crc_byte] ^= 0x5A
+    frame = Frame.build(codec.frame_id, bytes(data), is_extended_id=codec.is_extended_id, is_fd=codec.is_fd)
+    tester.send_frame(frame)
+    return frame

@@ -1,0 +1,196 @@
+"""The pytest plugin of the testing kit (entry point ``bms_emu``; ``pytest -p no:bms_emu`` disables it).
+
+Fixtures: ``bms_bench`` (an emulator in lockstep on a virtual channel of its own), ``bms_bench_factory`` (several),
+``bms_clock`` (its simulated clock), ``bms_tester`` (a DBC-driven tester in virtual time), ``bms_options`` (the
+session's options, for hypothesis tests), and one fixture per command-line option (``bms_firmware``,
+``bms_preset``, ``bms_seed``, ``bms_matrix``, ``bms_log_dir``) that a test module overrides by defining its own.
+A test that leaves a bench, a virtual bus, a thread, a child process or a firmware instance open fails at
+teardown. A failed test's report shows each bench's simulated time, BMS state, faults, DTCs and last frames, and
+keeps its bus log.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from . import options as _options
+from .bench import Bench
+from .clock import SimClock
+from .leaks import Resources
+from .profiles import register as _register_profiles
+from .tester import Tester
+
+_BENCHES = pytest.StashKey[list]()
+_REPORTS = pytest.StashKey[dict]()
+_EXPORTS = pytest.StashKey[list]()
+
+
+_register_profiles()  # before pytest's hypothesis plugin reads --hypothesis-profile
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("bms-emu", "bms-emu testing kit")
+    group.addoption("--bms-firmware", default=None, metavar="PATH",
+                    help="firmware under test: a library (.so), an FMU (.fmu), a program, or a scenario TOML whose "
+                         "[firmware] table says everything (default: the built-in BMS and VCU model)")
+    group.addoption("--bms-firmware-role", default="vcu", choices=("vcu", "bms"),
+                    help="the slot the firmware takes (default: vcu)")
+    group.addoption("--bms-firmware-kind", default=None, choices=("library", "process", "fmu"),
+                    help="how the firmware is run (default: from the file name)")
+    group.addoption("--bms-firmware-config", default="", metavar="TEXT", help="the string its create() gets")
+    group.addoption("--bms-preset", default="assb60-192s2p", metavar="NAME", help="the pack preset (or pack TOML)")
+    group.addoption("--bms-seed", default=0, type=int, metavar="N", help="the benches' random seed (default 0)")
+    group.addoption("--bms-log-dir", default=None, metavar="DIR",
+                    help="bus logs and counterexample scenarios (default: .bms-emu/test-logs in the root folder)")
+    group.addoption("--bms-keep-logs", action="store_true", help="keep the bus logs of passing tests too")
+    group.addoption("--bms-matrix", default=None, metavar="MAP.toml",
+                    help="a vehicle CAN-matrix map: the benches' BMS speaks that matrix, the VCU model and the "
+                         "tester go through the map (default: the built-in DBC)")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "bms_leak_check: fail the test if it leaves a bench, bus, thread, process "
+                                       "or firmware instance open")
+    opt = config.option
+    firmware = None
+    if getattr(opt, "bms_firmware", None):
+        firmware = _options.firmware_spec(opt.bms_firmware, opt.bms_firmware_role, opt.bms_firmware_kind,
+                                          opt.bms_firmware_config)
+    log_dir = Path(opt.bms_log_dir) if opt.bms_log_dir else Path(config.rootpath) / ".bms-emu" / "test-logs"
+    matrix = getattr(opt, "bms_matrix", None)
+    if matrix:
+        matrix = Path(matrix)
+        if not matrix.is_file():
+            raise pytest.UsageError(f"--bms-matrix: no such file {matrix}")
+    _options.configure(_options.KitOptions(firmware=firmware, preset=opt.bms_preset, seed=opt.bms_seed,
+                                           log_dir=log_dir, keep_logs=opt.bms_keep_logs, matrix=matrix or None))
+
+
+# --- the options as fixtures ----------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def bms_options() -> _options.KitOptions:
+    """The session's options (firmware, preset, seed, log folder): what a hypothesis test or state machine uses."""
+    return _options.current()
+
+
+@pytest.fixture
+def bms_firmware(bms_options):
+    """The firmware under test (a ``FirmwareSpec``), or None for the built-in BMS and VCU model."""
+    return bms_options.firmware
+
+
+@pytest.fixture
+def bms_preset(bms_options) -> str:
+    return bms_options.preset
+
+
+@pytest.fixture
+def bms_seed(bms_options) -> int:
+    return bms_options.seed
+
+
+@pytest.fixture
+def bms_matrix(bms_options) -> Path | None:
+    """The vehicle CAN-matrix map the benches speak (``--bms-matrix``), or None for the built-in DBC."""
+    return bms_options.matrix
+
+
+@pytest.fixture
+def bms_log_dir(bms_options) -> Path:
+    return bms_options.log_dir / _options.worker_tag()
+
+
+# --- benches ---------------------------------------------------------------------------------------------
+@pytest.fixture
+def bms_leak_check(request):
+    """Fails the test at teardown if it left anything open (see ``hil.testing.leaks``)."""
+    before = Resources.now()
+    yield
+    left = Resources.now().left_since(before)
+    if left:
+        pytest.fail("the test left open: " + "; ".join(left), pytrace=False)
+
+
+@pytest.fixture
+def bms_bench_factory(request, bms_leak_check, bms_firmware, bms_preset, bms_seed, bms_log_dir, bms_options,
+                      bms_matrix):
+    """``make(**options)`` -> a ``Bench`` (options as ``Bench`` takes them; defaults from the command line), each
+    with a tester on its channel and a bus log; all closed after the test, logs of a passing test removed."""
+    benches: list[Bench] = request.node.stash.setdefault(_BENCHES, [])
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.nodeid)[-120:]
+
+    def make(**overrides) -> Bench:
+        kwargs = {"preset": bms_preset, "seed": bms_seed, "firmware": bms_firmware, "matrix": bms_matrix,
+                  "log": bms_log_dir / f"{stem}-{len(benches)}.blf", **overrides}
+        bench = Bench(**kwargs)
+        bench.tester = Tester(bench)
+        benches.append(bench)
+        return bench
+
+    yield make
+    errors = []
+    for bench in benches:
+        try:
+            bench.close()
+        except Exception as exc:  # noqa: BLE001 - every bench is closed; the first error is reported
+            errors.append(exc)
+    failed = any(r.failed for r in request.node.stash.get(_REPORTS, {}).values())
+    if not failed and not bms_options.keep_logs:
+        for bench in benches:
+            if bench.log_path is not None and bench.log_path.exists():
+                bench.log_path.unlink()
+    if errors:
+        raise errors[0]
+
+
+@pytest.fixture
+def bms_bench(bms_bench_factory) -> Bench:
+    """An emulator in lockstep on a virtual channel of its own (built-in BMS or the firmware under test)."""
+    return bms_bench_factory()
+
+
+@pytest.fixture
+def bms_clock(bms_bench) -> SimClock:
+    return SimClock(bms_bench)
+
+
+@pytest.fixture
+def bms_tester(bms_bench) -> Tester:
+    """The DBC-driven tester on ``bms_bench``'s channel (the emulator's DBC)."""
+    return bms_bench.tester
+
+
+# --- reports ------------------------------------------------------------------------------------------------
+def pytest_sessionfinish(session):
+    from .pool import close_all
+    close_all()   # the ready benches kept between examples
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    item.stash.setdefault(_REPORTS, {})[report.when] = report
+    if not report.failed:
+        return
+    sections = [bench.describe() for bench in item.stash.get(_BENCHES, [])]
+    from .check import take_exports
+    exports = take_exports()
+    item.stash.setdefault(_EXPORTS, []).extend(exports)
+    for path in item.stash.get(_EXPORTS, []):
+        sections.append(f"counterexample scenario: {path}\n  replay: bms-emu run {path} --mode lockstep")
+    if sections:
+        report.sections.append(("bms-emu", "\n\n".join(sections)))
+
+
+def pytest_runtest_setup(item):
+    from .check import take_exports
+    take_exports()  # a counterexample belongs to the test that wrote it
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:  # the marker asks for the leak check without using a bench
+        if item.get_closest_marker("bms_leak_check") and "bms_leak_check" not in item.fixturenames:
+            item.fixturenames.append("bms_leak_check")

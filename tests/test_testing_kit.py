@@ -1,0 +1,352 @@
+"""The testing kit (hil.testing) through pytest's own pytester: inner test files use the plugin's fixtures and
+the outcomes, the failure report, the leak check and the counterexample scenario are checked from outside."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fil_support import EXAMPLE_DBC, SOURCES, compiler
+from hypothesis import given, settings
+from hypothesis.errors import InvalidArgument
+
+from hil.testing import strategies as bst
+
+pytest_plugins = ["pytester"]
+
+
+def _run(pytester, source: str, *args):
+    pytester.makepyfile(test_inner=source)
+    return pytester.runpytest_subprocess("-p", "no:cacheprovider", "-q", *args)
+
+
+def test_fixtures_pass_in_virtual_time(pytester):
+    result = _run(pytester, '''
+from hil.testing import Power
+def test_bench(bms_bench, bms_clock, bms_tester):
+    took = bms_clock.run_until(lambda: bms_bench.state == "READY", timeout_s=2.0)
+    assert 0 < took < 1.0 and bms_clock.now_s == bms_bench.t_s
+    bms_bench.run(Power(40_000.0, 0.5))
+    limits = bms_tester.expect("BMS_Limits", within_ms=20)
+    assert bms_bench.emulator.pack.current_A <= limits["DischargeCurrentLimit"]
+    bms_clock.advance(0.25)
+    assert abs(bms_clock.now_s - (1.0 + took - took % 0.01 + 0.25)) < 1.0
+def test_two_benches_have_their_own_channels(bms_bench_factory):
+    a, b = bms_bench_factory(seed=1), bms_bench_factory(seed=2)
+    assert a.channel != b.channel
+    a.advance(0.5)
+    assert b.t_s == 0.0
+''')
+    result.assert_outcomes(passed=2)
+
+
+def test_failure_report_shows_the_bench_and_keeps_the_log(pytester):
+    result = _run(pytester, '''
+def test_fails(bms_bench):
+    bms_bench.inject("sensor", sensor="cell_voltage", index=3, fault="open_wire")
+    bms_bench.advance(1.5)
+    assert bms_bench.state == "READY"
+''', "--bms-log-dir", "logs")
+    result.assert_outcomes(failed=1)
+    out = result.stdout.str()
+    for text in ("bms-emu", "t = 1.500 s simulated, BMS state FAULT", "CELL_VOLTAGE_SENSOR ERROR",
+                 "UDS DTC memory: P1A", "last 32 frames", "BMS_Status"):
+        assert text in out, text
+    logs = list((pytester.path / "logs").rglob("*.blf"))
+    assert len(logs) == 1 and logs[0].stat().st_size > 0 and str(logs[0].name) in out
+
+
+def test_a_leaking_test_fails_at_teardown(pytester):
+    result = _run(pytester, '''
+import can, threading, pytest
+from hil.testing import Bench
+@pytest.mark.bms_leak_check
+def test_check_keeps_a_ready_bench():
+    from hil.testing import Power, check
+    from hil.testing.pool import kept
+    for _ in range(3):   # the second example's bench is kept (and reset for the third)
+        check([Power(20_000.0, 0.2)], settle_s=0.5)
+    assert len(kept()) == 1   # the kit's own, between examples: not a leak
+def test_leaves_a_bench(bms_leak_check):
+    Bench(seed=0)
+KEPT = []
+def test_leaves_a_bus(bms_bench):
+    KEPT.append(can.Bus(interface="virtual", channel=bms_bench.channel + "-mine"))
+@pytest.mark.bms_leak_check
+def test_leaves_a_thread():
+    threading.Thread(target=threading.Event().wait, args=(3.0,), daemon=True).start()
+def test_clean(bms_bench):
+    bms_bench.advance(0.1)
+''')
+    result.assert_outcomes(passed=5, errors=3)
+    out = result.stdout.str()
+    # the errors' own reports: the short summary after them repeats each message as wide as the terminal allows
+    reports = out.split("short test summary info")[0]
+    assert reports.count("not closed") == 1 and "VirtualBus was not properly shut down" not in out
+    assert "still has an open bus" in reports and "still running" in reports
+
+
+def test_disabled_with_no_option(pytester):
+    result = _run(pytester, "def test_x(bms_bench):\n    pass\n", "-p", "no:bms_emu")
+    result.assert_outcomes(errors=1)
+    assert "fixture 'bms_bench' not found" in result.stdout.str()
+
+
+def test_options_become_fixtures_and_a_module_overrides_them(pytester):
+    result = _run(pytester, '''
+import pytest
+@pytest.fixture
+def bms_seed():
+    return 7
+def test_options(bms_options, bms_preset, bms_seed, bms_bench):
+    assert bms_options.seed == 3 and bms_preset == "assb60-96s4p" and bms_seed == 7
+    assert bms_bench.scenario.seed == 7 and bms_bench.emulator.params.n_series == 96
+''', "--bms-seed", "3", "--bms-preset", "assb60-96s4p")
+    result.assert_outcomes(passed=1)
+
+
+@pytest.fixture(scope="module")
+def buggy_vcu(tmp_path_factory):
+    import subprocess
+    from pathlib import Path
+
+    from bms.fil import header_path
+    out = tmp_path_factory.mktemp("vcu") / "libvcu_bug.so"
+    subprocess.run([compiler(), "-O2", "-DVCU_SEEDED_BUG", "-I", str(Path(str(header_path())).parent), "-shared",
+                    "-fPIC", str(SOURCES["vcu"]), "-o", str(out)], check=True)
+    return out
+
+
+def test_the_seeded_bug_is_found_shrunk_and_replayed(pytester, buggy_vcu):
+    """With a derandomised, bounded profile the property fails on the C VCU with the seeded bug; the shrunk drive
+    is one short regeneration segment; the exported scenario fails the same way through bms-emu run."""
+    result = _run(pytester, '''
+from hypothesis import given, settings
+from hil.testing import check
+from hil.testing import strategies as bst
+@settings(max_examples=10, derandomize=True, database=None, deadline=None)
+@given(drive=bst.drives(max_segments=2, kinds=("rest", "power"), max_duration_s=0.5, min_power_W=-40_000.0,
+                        max_power_W=40_000.0),
+       start=bst.initial_conditions(min_temp_C=1.0, max_temp_C=4.0))
+def test_limits(drive, start):
+    check(drive, start=start, settle_s=0.8, properties={"current_within_limits": {"tolerance_A": 5.0}})
+''', "--bms-firmware", str(buggy_vcu), "--bms-log-dir", "logs")
+    result.assert_outcomes(failed=1)
+    out = result.stdout.str()
+    assert "beyond the published charge limit" in out
+    falsifying = out[max(out.find("Falsifying example"), out.find("Failing test case")):]
+    shrunk_drive = falsifying.split("start=")[0]   # the first report's drive (pytest may print the case twice)
+    assert shrunk_drive.count("Power(") == 1 and "Rest(" not in shrunk_drive  # one segment
+    # the shrunk case's file is the one named with the final failing case (files are named by content hash, and
+    # the content holds this run's temporary paths: the sorted order of every example's file varies run to run)
+    final = re.search(r"counterexample scenario: (\S+\.toml)", falsifying)
+    assert final and Path(final.group(1)).parent == pytester.path / "logs" / "counterexamples", out
+    from hil.runner import run_scenario
+    from hil.scenario import load_scenario
+    scenario = load_scenario(final.group(1))
+    assert len(scenario.steps) <= 2 and sum(s.options.get("duration_s", 0) for s in scenario.steps) <= 2.1
+    replay = run_scenario(scenario, mode="lockstep")
+    failed = [v.name for v in replay.verdicts if not v.passed]
+    assert failed == ["current_within_limits"]
+
+
+def test_the_state_machine_passes_on_the_builtin_bms(pytester):
+    result = _run(pytester, '''
+from hypothesis import settings
+from hil.testing import BmsMachine
+TestMachine = BmsMachine.TestCase
+TestMachine.settings = settings(max_examples=2, stateful_step_count=4, derandomize=True, database=None,
+                                deadline=None)
+''')
+    result.assert_outcomes(passed=1)
+
+
+def test_strategies_refuse_bad_arguments_at_definition():
+    for bad in (lambda: bst.drives(min_segments=3, max_segments=1), lambda: bst.segments(kinds=("walk",)),
+                lambda: bst.initial_conditions(min_soc=0.9, max_soc=0.1), lambda: bst.faults(kinds=("meteor",)),
+                lambda: bst.frames("NoSuchMessage"), lambda: bst.segments(min_current_A=float("nan")),
+                lambda: bst.frames("VCU_Command", e2e="sometimes")):
+        with pytest.raises(InvalidArgument):
+            bad()
+
+
+@settings(max_examples=20, deadline=None)
+@given(frame=bst.frames("VCU_Command"), bad=bst.frames("VCU_Command", e2e="wrong_crc"))
+def test_drawn_frames_decode_in_range_and_their_crc_is_as_asked(frame, bad):
+    from bms.can import Codec
+    codec = Codec()["VCU_Command"]
+    assert codec.crc_ok(frame.data) and not codec.crc_ok(bad.data)
+    values = codec.decode(bytes(frame.data))
+    for sig in codec.dbc_message.signals:
+        if sig.minimum is not None:
+            assert sig.minimum - 1e-9 <= values[sig.name] <= sig.maximum + 1e-9
+
+
+@settings(max_examples=15, deadline=None)
+@given(drive=bst.drives(max_segments=4, max_duration_s=5.0), timeline=bst.fault_timelines(max_time_s=5.0),
+       start=bst.initial_conditions(), spread=bst.cell_spreads())
+def test_drawn_cases_are_valid_scenarios(drive, timeline, start, spread, tmp_path_factory):
+    """Everything the strategies draw is something a scenario file accepts."""
+    import tomli_w
+
+    from hil.scenario import load_scenario
+    data = {"scenario": {"name": "drawn", "initial_soc": start.soc},
+            "ambient": {"temp_C": start.temp_C},
+            "step": [{"kind": s.kind, **s.step_options()} for s in drive if s.kind != "drive"] +
+                    [{"kind": "rest", "duration_s": 5.1}],   # every drawn fault time falls inside the steps
+            "fault": [{"kind": f.kind, "at_s": f.at_s, **f.options,
+                       **({"clear_at_s": f.clear_at_s} if f.clear_at_s is not None else {})} for f in timeline]}
+    if spread:
+        data["pack_overrides"] = {"spread": spread}
+    if not data["fault"]:
+        del data["fault"]
+    path = tmp_path_factory.mktemp("drawn") / "drawn.toml"
+    path.write_text(tomli_w.dumps(data), encoding="utf-8")
+    scenario = load_scenario(path)
+    assert len(scenario.faults) == len(timeline)
+    assert all(0.1 - 1e-9 <= s.options.get("duration_s", 0.1) for s in scenario.steps)
+
+
+def test_the_property_suite_checks_the_example_c_bms_for_real(tmp_path):
+    """check() against the example C BMS firmware in the BMS slot: the recording holds what the firmware publishes
+    (its limits, SOC, state, fault, decoded by its DBC), so every property checks the firmware itself. The stock
+    firmware passes; the same firmware configured wrong fails the property that its error breaks."""
+    from dataclasses import replace
+
+    from hil.expectations import evaluate
+    from hil.testing import Power, PropertyFailed, Rest, check
+    from hil.testing.check import expectations
+    spec = _c_bms_spec(tmp_path)
+    bench = check([Power(30_000.0, 1.0), Rest(0.5)], firmware=spec)
+    r = bench.recording()
+    assert bench.state == "READY" and r.signals["current_A"].max() > 30.0
+    assert np.nanmax(r.signals["discharge_limit_A"]) == 480.0 and np.nanmax(r.signals["charge_limit_A"]) == 120.0
+    assert 0.45 < np.nanmin(r.signals["soc_estimated"]) < 0.55 and r.signals["state"][-1] == 3
+    assert [e[1] for e in r.events if e[1].startswith("contactor:main")] == [
+        "contactor:main_negative:closed", "contactor:main_positive:closed"]
+    verdicts = evaluate(expectations(), r)
+    assert all(v.passed and "not checked" not in v.message for v in verdicts), verdicts
+    # below 0 degC the stock firmware publishes no charge limit: regeneration charges nothing
+    check([Power(-30_000.0, 1.0)], firmware=spec, start=bst.InitialConditions(0.5, -5.0))
+    # configured to charge down to -40 degC it allows it, and the VCU charges the cold pack
+    cold = replace(spec, config="charge_min_C=-40")
+    with pytest.raises(PropertyFailed, match=r"no_charge_below_0C: charging at .* coldest temperature sensor at -") \
+            as failed:
+        check([Power(-30_000.0, 1.0)], firmware=cold, start=bst.InitialConditions(0.5, -5.0))
+    from hil.runner import run_scenario  # the runner records the firmware's word the same way: the replay fails
+    from hil.scenario import load_scenario
+    replay = run_scenario(load_scenario(failed.value.scenario_path), mode="lockstep")
+    assert [v.name for v in replay.verdicts if not v.passed] == ["no_charge_below_0C"]
+    # told the wrong capacity, its coulomb count runs away from the truth
+    small = replace(spec, config="capacity_Ah=2")
+    with pytest.raises(PropertyFailed, match=r"soc_within_3sigma: SOC estimate .* beyond 3 sigma"):
+        check([Power(150_000.0, 3.0)], firmware=small)
+    builtin = check([Power(30_000.0, 1.0), Rest(0.5)])
+    assert builtin.state == "READY"
+
+
+def _tap(bench) -> list:
+    """Every frame on the bench's channel from now on: (node time stamp or None, id, data), read after each tick.
+    (The VCU's handle stamps its frames with the wall clock: those time stamps are left out.)"""
+    import can
+    bus = can.Bus(interface="virtual", channel=bench.channel, preserve_timestamps=True)
+    frames: list = []
+
+    def hook(_bench):
+        while (m := bus.recv(0)) is not None:
+            frames.append((m.timestamp if m.timestamp < 1e9 else None, m.arbitration_id, bytes(m.data)))
+    hook.close = bus.shutdown
+    bench.tick_hooks.append(hook)
+    return frames
+
+
+def _c_bms_spec(tmp_path):
+    import subprocess
+
+    from bms.fil import header_path
+    from bms.fil.loader import FirmwareSpec
+    lib = tmp_path / "libbms.so"
+    if not lib.exists():
+        subprocess.run([compiler(), "-O2", "-I", str(Path(str(header_path())).parent), "-shared", "-fPIC",
+                        str(SOURCES["bms"]), "-o", str(lib), "-lm"], check=True)
+    return FirmwareSpec(role="bms", kind="library", path=str(lib), dbc=str(EXAMPLE_DBC), signals={
+        "state": "EXB_Status.State", "discharge_limit_A": "EXB_Status.DischargeLimit",
+        "charge_limit_A": "EXB_Status.ChargeLimit", "soc_pct": "EXB_Status.SOC", "fault": "EXB_Status.FaultCode"})
+
+
+@pytest.mark.parametrize("slot", ["builtin", "c_bms"])
+def test_a_restored_bench_runs_as_a_new_one(tmp_path, slot):
+    """Snapshot a settled bench, run it elsewhere (a drive, a fault, a DTC), restore it, and run a drive: the
+    recording (every signal, event, injection, cycle statistic), every frame on the bus and the exported scenario
+    are those of a new bench settled the same way and run through the same drive."""
+    import numpy as np
+
+    from hil.testing import Bench, Current, Power, Rest
+    spec = _c_bms_spec(tmp_path) if slot == "c_bms" else None
+    drive = [Power(40_000.0, 1.0), Current(-40.0, 0.5), Rest(0.3)]
+    with Bench(seed=3, firmware=spec, temp_C=15.0) as a, Bench(seed=3, firmware=spec, temp_C=15.0) as b:
+        a.run(Rest(1.0))
+        snap = a.snapshot()
+        a.inject("sensor", sensor="cell_voltage", index=2, fault="open_wire")
+        a.run(Power(90_000.0, 1.0))
+        assert a.t_s > 1.5 and a.recording().time_s.size > 10
+        a.restore(snap)
+        assert a.t_s == 1.0 and not a.faults and len(a.steps) == 1
+        frames_a = _tap(a)
+        b.run(Rest(1.0))
+        frames_b = _tap(b)
+        for segment in drive:
+            a.run(segment)
+            b.run(segment)
+        ra, rb = a.recording(), b.recording()
+        assert np.array_equal(ra.time_s, rb.time_s)
+        for name in ra.signals:
+            assert np.array_equal(ra.signals[name], rb.signals[name], equal_nan=True), name
+        assert ra.events == rb.events and ra.injections == rb.injections and ra.cycle_times == rb.cycle_times
+        assert len(frames_a) > 100 and frames_a == frames_b
+        assert a.scenario_toml()[0] == b.scenario_toml()[0]
+        assert a.describe().split("\n", 1)[1] == b.describe().split("\n", 1)[1]
+
+
+def test_a_bench_with_a_bus_log_is_not_pooled(tmp_path):
+    from hil.testing import Bench
+    from hil.testing.pool import ready_bench
+    from hil.testing.snapshot import SnapshotError
+    refused = r"can\.node\.log.*BufferedWriter cannot be restored"   # the path to the open file, named
+    with Bench(log=tmp_path / "bus.blf") as bench, pytest.raises(SnapshotError, match=refused):
+        bench.snapshot()
+    from hil.testing.pool import STATS
+    refused = STATS["not_pooled"]
+    for _ in range(2):   # the second time a setup is asked for it would be kept: not with a bus log
+        bench, pooled = ready_bench(0.2, log=tmp_path / "other.blf")
+        assert not pooled
+        bench.close()
+    assert STATS["not_pooled"] == refused + 1
+
+
+def test_the_machine_sends_vcu_commands_through_the_tester():
+    """The state machine's command rule: a VCU_Command by DBC names between the VCU's own. A wrong CRC is refused
+    (counted, nothing changes); a valid STANDBY request is obeyed (the contactors open, and the VCU asks for DRIVE
+    again); the properties hold throughout, and the commands are listed for the failure report."""
+    from bms.controller import StateRequest
+    from hil.testing.machine import BmsMachine
+    from hil.testing.pool import close_all
+    from hil.testing.strategies import InitialConditions
+    machine = BmsMachine()
+    try:
+        machine.start(InitialConditions(), {})
+        bench = machine.bench
+        assert bench.state == "READY" and bench.tester is not None
+        crc_errors = bench.node.counters["crc_errors"]
+        machine.command(state=int(StateRequest.STANDBY), contactor=1, e2e="wrong_crc")
+        assert bench.node.counters["crc_errors"] == crc_errors + 1 and bench.state == "READY"
+        machine.command(state=int(StateRequest.STANDBY), contactor=1, e2e="valid")
+        assert bench.state != "READY" and not bench.emulator.pack.contactors_closed["main_positive"]
+        assert any(name == "state:STANDBY" for _, name, _ in bench.events)
+        machine.safety_properties()
+        assert len(machine.commands) == 2 and "StateRequest=STANDBY ContactorRequest=1 (wrong_crc)" in \
+            machine.commands[0]
+    finally:
+        machine.teardown()
+        close_all()
