@@ -8,11 +8,18 @@ from __future__ import annotations
 import os
 import re
 import stat
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from .errors import BmsError
 
-__all__ = ["InputFileError", "read_input_text", "parse_error_text", "MAX_INPUT_BYTES"]
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = ["InputFileError", "read_input_text", "parse_error_text", "parse_toml", "MAX_INPUT_BYTES"]
 
 MAX_INPUT_BYTES = 64 * 1024 * 1024   # a 10 Hz drive cycle of a week is 6 MB; a DBC of a whole vehicle a few MB
 
@@ -58,3 +65,15 @@ def parse_error_text(exc: BaseException) -> str:
     """A parser's message without the text it quotes from the file (cantools, tomllib: "line 2, column 5: ...")."""
     text = str(exc)
     return re.sub(r'(line \d+, column \d+)\s*:\s*["\'].*', r"\1", text, flags=re.S).strip(' "') or type(exc).__name__
+
+
+def parse_toml(text: str, source: str, error: Callable[[str, int | None, str, str], Exception], what: str) -> dict:
+    """``tomllib.loads``, its failures raised as ``error(source, line, "file", message)`` with the line tomllib
+    names; a file nested too deeply for tomllib's recursion gets the same clear error instead of a crash."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        match = re.search(r"line (\d+)", str(exc))
+        raise error(source, int(match.group(1)) if match else None, "file", f"not valid TOML: {exc}") from exc
+    except RecursionError:  # tomllib recurses once per nesting level
+        raise error(source, None, "file", f"not a usable {what}: arrays or tables nested too deeply") from None

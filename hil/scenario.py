@@ -8,18 +8,13 @@ from __future__ import annotations
 import difflib
 import math
 import re
-import sys
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from bms.errors import BmsError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from bms.input_files import parse_toml
 
 __all__ = ["Scenario", "Step", "FaultAction", "Expectation", "ScenarioError", "load_scenario",
            "builtin_scenarios", "STEP_KINDS", "FAULT_KINDS", "EXPECT_KINDS", "SIGNALS", "DIAG_KEYS"]
@@ -258,14 +253,7 @@ def _kind(entry: dict, kinds, source, loc, table, index) -> str:
 
 
 def parse_scenario(text: str, source: str) -> Scenario:
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        match = re.search(r"line (\d+)", str(exc))
-        raise ScenarioError(source, int(match.group(1)) if match else None, "file",
-                            f"not valid TOML: {exc}") from exc
-    except RecursionError:  # tomllib recurses once per nesting level
-        raise ScenarioError(source, None, "file", "not a usable scenario: arrays or tables nested too deeply") from None
+    data = parse_toml(text, source, ScenarioError, "scenario")
     loc = _Locator(text)
     for key in data:
         if key not in _TOP:

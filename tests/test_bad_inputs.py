@@ -486,3 +486,16 @@ def test_a_bad_argument_exits_2_as_documented(capsys, argv, expected):
     assert main(argv) == 2
     error = capsys.readouterr().err
     assert error.startswith(f"bms-emu {argv[0]}: error: ") and expected in error and error.count("\n") == 1, error
+
+
+@pytest.mark.parametrize("parse", ["sweep", "matrix map"])
+def test_a_file_nested_too_deeply_is_refused_by_every_toml_parser(parse):
+    """Every TOML input goes through one parser: a nesting too deep for tomllib's recursion is a clear error
+    naming the file, never a RecursionError (the sweep file and the CAN-matrix map once lacked this)."""
+    from hil.matrix.mapfile import parse_matrix_map
+    from hil.scenario import ScenarioError
+    from hil.sweep.sweepfile import parse_sweep
+    text = "x = " + "[" * 5000 + "]" * 5000 + "\n"
+    with pytest.raises(ScenarioError, match="nested too deeply") as err:
+        (parse_sweep if parse == "sweep" else parse_matrix_map)(text, "deep.toml")
+    assert "deep.toml" in str(err.value)

@@ -11,7 +11,6 @@ import difflib
 import math
 import re
 import struct
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -21,11 +20,7 @@ from typing import Any
 import udsoncan
 
 from ..errors import BmsError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from ..input_files import parse_toml
 
 __all__ = ["DidTable", "DidDefinition", "DidField", "DidTableError", "load_did_table", "SOURCES", "SESSIONS",
            "DID_RESOURCE"]
@@ -275,13 +270,7 @@ def load_did_table(path: str | Path | None = None, *, n_series: int, n_temperatu
             text = read_input_text(path, what="DID table", max_bytes=4 * 1024 * 1024)
         except InputFileError as exc:
             raise DidTableError(source, None, "file", f"cannot be read: {exc.reason}") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        m = re.search(r"line (\d+)", str(exc))
-        raise DidTableError(source, int(m.group(1)) if m else None, "file", f"not valid TOML: {exc}") from exc
-    except RecursionError:  # tomllib recurses once per nesting level
-        raise DidTableError(source, None, "file", "not valid TOML: nested too deeply") from None
+    data = parse_toml(text, source, DidTableError, "DID table")
     lines = text.splitlines()
     counts = {"n_series": n_series, "n_temperatures": n_temperatures}
     for key in data:

@@ -7,8 +7,6 @@ the README ("Speaking the vehicle's CAN matrix") and in ``examples/ev_fd_bms.tom
 """
 from __future__ import annotations
 
-import re
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +25,10 @@ from bms.can.matrix import (
     Translation,
     load_matrix_db,
 )
+from bms.input_files import parse_toml
 
 from ..replay.mapping import _Reader
 from ..scenario import ScenarioError, _suggest
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 __all__ = ["load_matrix_map", "parse_matrix_map", "TABLES"]
 
@@ -60,11 +54,7 @@ def load_matrix_map(path: str | Path, *, n_cells: int = 192, n_temperatures: int
 
 
 def parse_matrix_map(text: str, source: str, *, n_cells: int = 192, n_temperatures: int = 24) -> MatrixMap:
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        match = re.search(r"line (\d+)", str(exc))
-        raise ScenarioError(source, int(match.group(1)) if match else None, "file", f"not valid TOML: {exc}") from exc
+    data = parse_toml(text, source, ScenarioError, "CAN-matrix map")
     r = _Reader(source, text)
     for key in data:
         if key not in TABLES:

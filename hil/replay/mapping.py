@@ -9,18 +9,14 @@ from __future__ import annotations
 
 import math
 import re
-import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from bms.input_files import parse_toml
+
 from ..scenario import ScenarioError, _suggest
 from ..vehicle import Vehicle
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 __all__ = ["SignalRef", "Product", "Tolerance", "Checks", "ReplayMapping", "load_mapping", "parse_mapping",
            "DEMANDS", "COMPARE", "TOLERANCES"]
@@ -274,14 +270,7 @@ def load_mapping(path: str | Path) -> ReplayMapping:
 
 
 def parse_mapping(text: str, source: str) -> ReplayMapping:
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        match = re.search(r"line (\d+)", str(exc))
-        raise ScenarioError(source, int(match.group(1)) if match else None, "file",
-                            f"not valid TOML: {exc}") from exc
-    except RecursionError:  # tomllib recurses once per nesting level
-        raise ScenarioError(source, None, "file", "not a usable mapping: arrays or tables nested too deeply") from None
+    data = parse_toml(text, source, ScenarioError, "mapping")
     r = _Reader(source, text)
     for key in data:
         if key not in TABLES:

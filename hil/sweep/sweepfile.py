@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from bms.input_files import parse_toml
+
 from ..scenario import (
     EXPECT_KINDS,
     FAULT_COMMON,
@@ -149,12 +151,7 @@ def parse_sweep(text: str, source: str) -> Sweep:
 
 
 def _parse_sweep(text: str, source: str) -> Sweep:
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        import re
-        match = re.search(r"line (\d+)", str(exc))
-        raise SweepError(source, int(match.group(1)) if match else None, "file", f"not valid TOML: {exc}") from exc
+    data = parse_toml(text, source, SweepError, "sweep file")
     loc = _Locator(text)
     for key in data:
         if key not in _TOP:
