@@ -447,11 +447,12 @@ def test_any_value_in_any_key_of_a_builtin_scenario_is_refused_or_runs(data, tmp
     """A built-in scenario with one value swapped for anything: refused with a BmsError, or accepted, and then
     its emulator builds and each of its faults goes on and off (what a run would reach hours in)."""
     import tomli_w
+    import tomllib
 
     from bms.errors import BmsError
     from hil.load import LoadProgram
     from hil.runner import _FaultTimeline, build_emulator
-    from hil.scenario import builtin_scenarios, parse_scenario, tomllib
+    from hil.scenario import builtin_scenarios, parse_scenario
     from hil.vcu import VcuModel
 
     name = data.draw(st.sampled_from(sorted(builtin_scenarios())))
