@@ -12,6 +12,8 @@ import numpy as np
 
 __all__ = ["Publisher", "fault_level"]
 
+_sum = np.add.reduce  # the reduction of ndarray.mean without its Python wrapper (a few us a call)
+
 
 def _level(value) -> int:
     try:
@@ -208,7 +210,7 @@ class Publisher:
         v = self.emulator.sensors.cell_voltage_V
         lo, hi = int(v.argmin()), int(v.argmax())
         return {"CellVoltageMin": float(v[lo]), "CellVoltageMax": float(v[hi]), "CellVoltageMinIndex": lo,
-                "CellVoltageMaxIndex": hi, "CellVoltageMean": float(v.mean())}
+                "CellVoltageMaxIndex": hi, "CellVoltageMean": float(_sum(v)) / v.size}  # v.mean(), bit for bit
 
     def temperature_stats(self, page=None) -> dict:
         t = self.emulator.sensors.temperature_C

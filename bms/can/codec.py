@@ -19,6 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from .._kernels import KERNELS
 from ..errors import BmsError
 from ..input_files import InputFileError, parse_error_text, read_input_text
 
@@ -224,15 +225,21 @@ class MessageCodec:
             spec, k = self.signals[name], len(names) + j
             env[f"s{k}"], env[f"o{k}"] = conv[name].scale, conv[name].offset
             dec.append(f"    out[{name!r}] = (({word(spec)} >> {spec.shift}) & {(1 << spec.length) - 1}) * s{k} + o{k}")
+        base = {"w": 0, "wb": 0}  # constant bits (the multiplexer's page) and each signal, for FrameEncoder
+        compiled_signals = []
         if self.multiplexer is not None:
             mux = self.signals[self.multiplexer]
             enc.append(f"    {word(mux)} |= {int(page) & ((1 << mux.length) - 1)} << {mux.shift}")
+            base[word(mux)] |= (int(page) & ((1 << mux.length) - 1)) << mux.shift
         for i, name in items:
             spec, c = self.signals[name], conv[name]
             mask = (1 << spec.length) - 1
             env[f"s{i}"], env[f"o{i}"] = c.scale, c.offset
-            if type(c).__name__ == "LinearIntegerConversion" and c.scale == 1 and c.offset == 0 or (
-                    type(c).__name__ == "IdentityConversion"):
+            identity = type(c).__name__ == "LinearIntegerConversion" and c.scale == 1 and c.offset == 0 or (
+                type(c).__name__ == "IdentityConversion")
+            compiled_signals.append((c.scale, c.offset, spec.raw_min, spec.raw_max, spec.shift, spec.length,
+                                     spec.big_endian, 0 if identity else 1))
+            if identity:
                 expr = f"round(v{i})"
             elif type(c).__name__ == "LinearIntegerConversion":
                 # cantools: exact integer division when it divides, else true division, then round
@@ -260,6 +267,10 @@ class MessageCodec:
         dec.append("    return out")
         exec(compile("\n".join(enc), f"<encode {self.name} page {page}>", "exec"), env)
         exec(compile("\n".join(dec), f"<decode {self.name} page {page}>", "exec"), env)
+        # the compiled encoder, same bytes, where it applies: a classic frame, signals exact in a double
+        compiled = KERNELS.name == "compiled" and self.length <= 8 and all(s[5] <= 52 for s in compiled_signals)
+        if compiled:
+            env["encode"] = KERNELS.frame_encoder.FrameEncoder(self.length, compiled_signals, base["w"], base["wb"])
         if self._project_e2e:  # the same encoder with the alive counter and the CRC folded in
             e2e = self.e2e
             head = crc8_j1850(bytes((e2e.data_id & 0xFF, (e2e.data_id >> 8) & 0xFF))) ^ 0xFF
@@ -282,6 +293,10 @@ class MessageCodec:
                               f"    return w.to_bytes({self.length}, 'little')"]
             exec(compile("\n".join(protected), f"<encode_e2e {self.name} page {page}>", "exec"), env)
             self._enc_e2e[page] = env["encode_e2e"]
+            if compiled:
+                self._enc_e2e[page] = KERNELS.frame_encoder.FrameEncoder(
+                    self.length, compiled_signals, base["w"], base["wb"],
+                    ((1 << e2e.counter_bits) - 1, e2e.counter_start, e2e.crc_byte, head, _CRC8))
         return env["encode"], env["decode"]
 
     # --- public API --------------------------------------------------------------------------------

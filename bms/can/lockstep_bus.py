@@ -153,16 +153,25 @@ class LockstepBus(VirtualBus):
         channel = self.channel_id
         mine = self.queue
         all_sent = True
+        own = type(msg) is Frame  # the cheap copy
         for bus_queue in self.channel:
             if bus_queue is mine and not self.receive_own_messages:
                 continue
-            if type(bus_queue) is _FilteredQueue:
-                if not bus_queue.accepts(msg):
+            if type(bus_queue) is _FilteredQueue:  # accepts() and deliver() inline: the per-frame path
+                ids = bus_queue.ids
+                if ids is not None:
+                    extended = msg.is_extended_id
+                    if (msg.arbitration_id & (0x1FFFFFFF if extended else 0x7FF), extended) not in ids:
+                        continue
+                elif not bus_queue.accepts(msg):
                     continue
-                copy = _rx_copy(msg, timestamp, channel)
+                copy = msg.received_copy(timestamp, channel) if own else _rx_copy(msg, timestamp, channel)
                 if bus_queue is mine:
                     copy.is_rx = False
-                bus_queue.deliver(copy)
+                bus_queue.queue.append(copy)
+                if bus_queue.waiting:
+                    with bus_queue.not_empty:
+                        bus_queue.not_empty.notify()
                 continue
             copy = _rx_copy(msg, timestamp, channel)  # a plain VirtualBus handle: python-can's own path
             copy.is_rx = bus_queue is not mine
