@@ -19,6 +19,9 @@ class FrameEncoder:
         if not 1 <= length <= 8:
             raise ValueError(f"FrameEncoder: a classic frame of 1 to 8 bytes, not {length}")
         self.length, self.signals = length, [tuple(s) for s in signals]
+        for i, (_, _, _, _, shift, bits, _, _) in enumerate(self.signals):
+            if not 1 <= bits <= 52 or not 0 <= shift <= 64 - bits:
+                raise ValueError(f"FrameEncoder: signal {i}: {bits} bits at {shift} do not fit exactly in a double")
         self.base_le, self.base_be, self.e2e = base_le, base_be, e2e
 
     def __call__(self, *args) -> bytes:
@@ -28,7 +31,8 @@ class FrameEncoder:
             raise TypeError(f"FrameEncoder: {len(self.signals)} values expected, {len(values)} given")
         w, wb = self.base_le, self.base_be
         for v, (scale, offset, raw_min, raw_max, shift, bits, big, kind) in zip(values, self.signals):
-            r = round(float(v)) if kind == IDENTITY else round((float(v) - offset) / scale)
+            v = v + 0.0  # a number as a float (a string raises TypeError, as in the compiled encoder)
+            r = round(v) if kind == IDENTITY else round((v - offset) / scale)
             r = min(max(r, raw_min), raw_max)
             if big:
                 wb |= (r & ((1 << bits) - 1)) << shift
