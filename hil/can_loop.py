@@ -262,9 +262,11 @@ class CanLoop:
     """The emulator's node on a bus and the VCU model on a second handle of the same bus."""
 
     def __init__(self, emulator, *, mode: str = "lockstep", log=None, external_vcu: bool = False,
-                 vcu_firmware=None, diag_requests=(), codec: Codec | None = None, matrix=None, **bus_options):
+                 vcu_firmware=None, diag_requests=(), frames=(), codec: Codec | None = None, matrix=None,
+                 **bus_options):
         """``matrix``: a vehicle CAN-matrix map (path or ``bms.can.matrix.MatrixMap``): the BMS speaks it, and
-        the VCU (written against the built-in DBC) through a ``VcuGateway``."""
+        the VCU (written against the built-in DBC) through a ``VcuGateway``. ``frames``: a scenario's
+        ``[[frame]]`` injections (``hil.frames.FrameInjection``), sent by ``self.injector`` on a handle of its own."""
         if mode not in ("lockstep", "paced"):
             raise ValueError(f"mode: expected 'lockstep' or 'paced', found {mode!r}")
         self.emulator = emulator
@@ -331,6 +333,31 @@ class CanLoop:
                 self.close()
                 raise
         self._seen = {"server": 0, "tester": 0}
+        self.injector = None
+        if frames:
+            try:
+                self.injector = self._frame_injector(frames, options, lockstep_bus)
+            except BaseException:
+                self.close()
+                raise
+
+    def _frame_injector(self, frames, options: dict, lockstep_bus: bool):
+        from .frames import FrameInjector
+        if self.matrix is not None:
+            raise ValueError("[[frame]] injections speak the built-in DBC; a run on a vehicle CAN matrix cannot "
+                             "send them (use the matrix's own messages through a tester)")
+        if not lockstep_bus and options["interface"] not in _OWN_HANDLE:
+            raise ValueError(f"[[frame]] injections need a second handle on the bus, which interface "
+                             f"{options['interface']!r} does not give (it works on {', '.join(_OWN_HANDLE)})")
+        bus = LockstepBus(options["channel"]) if lockstep_bus else can.Bus(**options)
+        try:
+            ids = {(self.codec[f.message].frame_id, self.codec[f.message].is_extended_id) for f in frames}
+            bus.set_filters([{"can_id": i, "can_mask": 0x1FFFFFFF if ext else 0x7FF, "extended": ext}
+                             for i, ext in sorted(ids)])
+            return FrameInjector(frames, self.codec, bus)
+        except BaseException:
+            bus.shutdown()
+            raise
 
     def tick(self, load_current_A: float, coolant_C: float, cooling_factor: float) -> None:
         node = self.node
@@ -380,6 +407,9 @@ class CanLoop:
         try:
             if self.tester is not None:
                 self.tester.close()
+            injector = getattr(self, "injector", None)
+            if injector is not None:
+                injector.close()
             self.report = self.node.close()
         finally:
             for bus in (self._vcu_bus, self._tester_bus, self._node_bus):

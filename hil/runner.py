@@ -275,11 +275,14 @@ def run_scenario(scenario: Scenario, *, out_dir: str | Path | None = None, mode:
     if mode == "headless" and (scenario.diag or any(e.kind == "dtc" for e in scenario.expectations)):
         raise ScenarioError(scenario.source, None, "diag", "diagnostics ([[diag]] requests, dtc expectations) "
                             "need the BMS on a bus: run in lockstep or paced mode (--mode lockstep)")
+    if mode == "headless" and scenario.frames:
+        raise ScenarioError(scenario.source, scenario.frames[0].line, "frame", "[[frame]] injections need the BMS "
+                            "on a bus: run in lockstep or paced mode (--mode lockstep)")
     if mode != "headless":
         from .can_loop import CanLoop
         try:
             can = CanLoop(emulator, mode=mode, vcu_firmware=fw_run.vcu_firmware,
-                          diag_requests=scenario.diag, **(can_options or {}))
+                          diag_requests=scenario.diag, frames=scenario.frames, **(can_options or {}))
         except BaseException:
             fw_run.close()
             raise
@@ -306,6 +309,7 @@ def run_scenario(scenario: Scenario, *, out_dir: str | Path | None = None, mode:
                                                 else scenario.ambient_C)
     vcu_tick = vcu.tick
     step = can.tick if can is not None else None
+    injector = can.injector if can is not None else None
     emulator_tick = emulator.tick
     stop_requested = stop.is_set if stop is not None else (lambda: False)
     end_tick = None
@@ -344,6 +348,8 @@ def run_scenario(scenario: Scenario, *, out_dir: str | Path | None = None, mode:
                 break
             if until_record == record_every and (faults.pending or faults.active):
                 faults.due(t, latest)
+            if injector is not None and injector.pending:  # before the VCU's frame of this tick, as a tester's
+                events += injector.due(t)
             link_V = plant_scalars.item(LINK_VOLTAGE)  # pack.link_voltage_V without its property
             current = vcu_tick(t, demand, link_V)
             coolant = coolant_C if coolant_at is None else coolant_at(t)

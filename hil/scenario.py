@@ -142,11 +142,13 @@ class Scenario:
     expectations: tuple[Expectation, ...] = ()
     firmware: Any = None                # bms.fil.FirmwareSpec of an external firmware (None: built-in)
     diag: tuple = ()                    # hil.diag_tester.DiagRequest, in file order
+    frames: tuple = ()                  # hil.frames.FrameInjection ([[frame]]), in file order
     initial_temp_C: float | None = None  # the pack's start temperature (None: the ambient's at t = 0)
 
 
 # --- loading ------------------------------------------------------------------------------------
-_TOP = {"scenario", "pack_overrides", "bms", "ambient", "step", "fault", "expect", "diag", "firmware"}
+_TOP = {"scenario", "pack_overrides", "bms", "ambient", "step", "fault", "expect", "diag", "firmware", "frame"}
+_FRAME_KEYS = {"at_s": float, "message": str, "signals": dict, "e2e": str, "name": str}
 _SCENARIO_KEYS = {"name": str, "description": str, "pack": str, "seed": int, "initial_soc": float, "dt_s": float,
                   "mode": str, "max_ticks": int}
 DT_RANGE_S = (0.001, 0.1)          # as bms-emu replay --dt: the BMS task runs every tick
@@ -259,7 +261,7 @@ def parse_scenario(text: str, source: str) -> Scenario:
         if key not in _TOP:
             raise ScenarioError(source, loc.line(key) or loc.line(None, key), key,
                                 f"unknown table{_suggest(key, _TOP)}")
-        is_array = key in ("step", "fault", "expect", "diag")
+        is_array = key in ("step", "fault", "expect", "diag", "frame")
         if not isinstance(data[key], list if is_array else dict):
             raise ScenarioError(source, loc.line(key) or loc.line(None, key), key,
                                 f"expected {f'[[{key}]] tables' if is_array else f'a [{key}] table'}, "
@@ -382,6 +384,7 @@ def parse_scenario(text: str, source: str) -> Scenario:
 
     firmware = _parse_firmware(data.get("firmware"), source, loc) if "firmware" in data else None
     diag = _diag_requests(data.get("diag", []), source, loc)
+    frames = _frame_injections(data.get("frame", []), source, loc)
     from .scenario_checks import check_expectation_values
     for n, expectation in enumerate(expectations):
         check_expectation_values(expectation, n, faults, source, loc)
@@ -400,7 +403,7 @@ def parse_scenario(text: str, source: str) -> Scenario:
                     initial_soc=head.get("initial_soc", 0.9), dt_s=head.get("dt_s", 0.01),
                     ambient_C=ambient.get("temp_C", 25.0), coolant_C=ambient.get("coolant_C"),
                     steps=tuple(steps), faults=tuple(faults), expectations=tuple(expectations), diag=diag,
-                    firmware=firmware)
+                    firmware=firmware, frames=frames)
     from .scenario_checks import check_scenario  # the whole scenario against its pack, cycles and budget
     check_scenario(scenario, loc, head.get("max_ticks", MAX_TICKS))
     return scenario
@@ -463,6 +466,54 @@ def _diag_requests(entries, source, loc) -> tuple:
         at_s = options.pop("at_s")
         name = options.pop("name", f"diag[{n}]:{request}")
         out.append(DiagRequest(at_s, request, options, name))
+    return tuple(out)
+
+
+def _frame_injections(entries, source, loc) -> tuple:
+    """``[[frame]]``: a message of the built-in DBC by signal names, sent at ``at_s`` (lockstep and paced runs)."""
+    if not entries:
+        return ()
+    from bms.can import Codec
+
+    from .frames import E2E_CHOICES, FrameInjection
+    codec = Codec()
+    out = []
+    for n, entry in enumerate(entries):
+        where = f"frame[{n}]"
+        if not isinstance(entry, dict):
+            raise ScenarioError(source, loc.line("frame", None, n), where, "expected a table")
+        options = _check_table(entry, _FRAME_KEYS, {"at_s", "message"}, source, loc, "frame", n, where)
+        name = options["message"]
+        if name not in codec.messages:
+            raise ScenarioError(source, loc.line("frame", "message", n), f"{where}.message",
+                                f"no message {name!r} in {codec.path}{_suggest(name, codec.messages)}")
+        message = codec[name]
+        if not (math.isfinite(options["at_s"]) and options["at_s"] >= 0):
+            raise ScenarioError(source, loc.line("frame", "at_s", n), f"{where}.at_s",
+                                f"expected a time >= 0 s, found {options['at_s']}")
+        e2e = options.get("e2e", "valid")
+        if e2e not in E2E_CHOICES:
+            raise ScenarioError(source, loc.line("frame", "e2e", n), f"{where}.e2e",
+                                f"unknown choice {e2e!r}{_suggest(e2e, E2E_CHOICES)}; expected one of "
+                                f"{', '.join(E2E_CHOICES)}")
+        if "e2e" in options and message.e2e is None:
+            raise ScenarioError(source, loc.line("frame", "e2e", n), f"{where}.e2e",
+                                f"{name} carries no alive counter and CRC")
+        signals = options.get("signals", {})
+        own = (message.e2e.counter_signal, message.e2e.crc_signal) if message.e2e is not None else ()
+        for signal, value in signals.items():
+            if signal not in message.signals:
+                raise ScenarioError(source, loc.line("frame", None, n), f"{where}.signals.{signal}",
+                                    f"no signal {signal!r} in {name}{_suggest(signal, message.signals)}")
+            if signal in own:
+                raise ScenarioError(source, loc.line("frame", None, n), f"{where}.signals.{signal}",
+                                    "the alive counter and CRC are set by e2e = \"valid\" | \"wrong_counter\" | "
+                                    "\"wrong_crc\", not by value")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ScenarioError(source, loc.line("frame", None, n), f"{where}.signals.{signal}",
+                                    f"expected a finite number, found {value!r}")
+        out.append(FrameInjection(options["at_s"], name, dict(signals), e2e, options.get("name", f"{where}:{name}"),
+                                  loc.line("frame", None, n)))
     return tuple(out)
 
 

@@ -147,3 +147,36 @@ kind = "charge"
 target_soc = 0.55
 max_duration_s = 300.0
 """
+
+
+FRAME_SCENARIO = """
+[scenario]
+name = "frames"
+[[step]]
+kind = "rest"
+duration_s = 2.5
+[[frame]]
+at_s = 1.5
+message = "VCU_Command"
+signals = { StateRequest = 1, ContactorRequest = 1 }
+e2e = "wrong_crc"
+[[frame]]
+at_s = 1.8
+message = "VCU_Command"
+signals = { StateRequest = 1, ContactorRequest = 1 }
+"""
+
+
+def test_injected_frames_reach_the_bms_with_their_counter_and_crc():
+    """A wrong CRC is counted and ignored; a valid STANDBY request (the next alive counter after the VCU's last)
+    opens the contactors; each injection is an event carrying the payload it sent."""
+    from bms.can import Codec
+    result = run_scenario(parse_scenario(FRAME_SCENARIO, "frames.toml"), mode="lockstep", plots=False)
+    sent = [(t, bytes.fromhex(payload)) for t, name, payload in result.recording.events if name.startswith("frame:")]
+    assert [t for t, _ in sent] == [1.5, 1.8]
+    command = Codec()["VCU_Command"]
+    assert not command.crc_ok(sent[0][1]) and command.crc_ok(sent[1][1])
+    assert command.decode(sent[1][1])["StateRequest"] == 1
+    assert result.summary["can"]["counters"]["crc_errors"] == 1
+    standby = [t for t, name, _ in result.recording.events if name == "state:STANDBY"]
+    assert any(1.8 <= t <= 2.0 for t in standby), result.recording.events

@@ -90,3 +90,43 @@ def test_bms_overrides_are_validated(tmp_path):
     assert build_emulator(scenario).bms.config.vcu_timeout_s == 0.2
     with pytest.raises(ScenarioError, match="bms.vcu_timeout"):
         build_emulator(parse_scenario(GOOD + "\n[bms]\nvcu_timeout = 0.2\n", "bad.toml"))
+
+
+FRAMES = GOOD + """
+[[frame]]
+at_s = 12.5
+message = "VCU_Command"
+signals = { StateRequest = 1, ContactorRequest = 2 }
+e2e = "wrong_crc"
+"""
+
+
+def test_frame_injections_parse():
+    s = parse_scenario(FRAMES, "frames.toml")
+    (frame,) = s.frames
+    assert (frame.at_s, frame.message, frame.signals, frame.e2e, frame.line) == (
+        12.5, "VCU_Command", {"StateRequest": 1, "ContactorRequest": 2}, "wrong_crc", 26)
+
+
+@pytest.mark.parametrize("old,new,key,message", [
+    ('message = "VCU_Command"', 'message = "VCU_Comand"', "frame[0].message", "did you mean 'VCU_Command'"),
+    ("StateRequest = 1,", "StateReqest = 1,", "frame[0].signals.StateReqest", "did you mean 'StateRequest'"),
+    ("StateRequest = 1,", "VCU_Command_CRC = 1,", "frame[0].signals.VCU_Command_CRC", "set by e2e"),
+    ("StateRequest = 1,", 'StateRequest = "on",', "frame[0].signals.StateRequest", "a finite number"),
+    ("StateRequest = 1,", "StateRequest = nan,", "frame[0].signals.StateRequest", "a finite number"),
+    ('e2e = "wrong_crc"', 'e2e = "bad_crc"', "frame[0].e2e", "expected one of valid, wrong_counter, wrong_crc"),
+    ("at_s = 12.5", "at_s = -1.0", "frame[0].at_s", "expected a time >= 0 s"),
+    ("at_s = 12.5", "", "frame[0].at_s", "missing"),
+    ('message = "VCU_Command"\nsignals = { StateRequest = 1, ContactorRequest = 2 }',
+     'message = "HIL_Load"\nsignals = { }', "frame[0].e2e", "HIL_Load carries no alive counter and CRC"),
+])
+def test_malformed_frame_injections_name_file_line_and_key(old, new, key, message):
+    with pytest.raises(ScenarioError) as info:
+        parse_scenario(FRAMES.replace(old, new), "bad.toml")
+    assert info.value.key == key and info.value.line is not None and message in str(info.value), str(info.value)
+
+
+def test_frame_injections_need_a_bus():
+    from hil.runner import run_scenario
+    with pytest.raises(ScenarioError, match=r"\[\[frame\]\] injections need the BMS on a bus"):
+        run_scenario(parse_scenario(FRAMES, "frames.toml"), mode="headless", plots=False)

@@ -325,10 +325,10 @@ def test_a_bench_with_a_bus_log_is_not_pooled(tmp_path):
     assert STATS["not_pooled"] == refused + 1
 
 
-def test_the_machine_sends_vcu_commands_through_the_tester():
+def test_the_machine_sends_vcu_commands_through_the_tester(tmp_path):
     """The state machine's command rule: a VCU_Command by DBC names between the VCU's own. A wrong CRC is refused
     (counted, nothing changes); a valid STANDBY request is obeyed (the contactors open, and the VCU asks for DRIVE
-    again); the properties hold throughout, and the commands are listed for the failure report."""
+    again); the properties hold throughout, and the exported scenario replays both commands through bms-emu run."""
     from bms.controller import StateRequest
     from hil.testing.machine import BmsMachine
     from hil.testing.pool import close_all
@@ -345,8 +345,33 @@ def test_the_machine_sends_vcu_commands_through_the_tester():
         assert bench.state != "READY" and not bench.emulator.pack.contactors_closed["main_positive"]
         assert any(name == "state:STANDBY" for _, name, _ in bench.events)
         machine.safety_properties()
-        assert len(machine.commands) == 2 and "StateRequest=STANDBY ContactorRequest=1 (wrong_crc)" in \
-            machine.commands[0]
+        # both are in the bench's export as [[frame]] entries, not left to the failure report
+        assert machine.commands == [] and [(f.e2e, f.signals) for f in bench.frames] == [
+            (e2e, {"StateRequest": int(StateRequest.STANDBY), "ContactorRequest": 1}) for e2e in ("wrong_crc", "valid")]
+        bench.advance(0.5)
+        _replays_the_bench(bench, tmp_path)
     finally:
         machine.teardown()
         close_all()
+
+
+def _replays_the_bench(bench, folder):
+    """``bms-emu run`` of the bench's exported scenario runs as the bench did: every recorded signal, the BMS's
+    events and the node's frame counters (the injected frames' wrong CRC and counter jumps) are the same."""
+    import numpy as np
+
+    from hil.runner import run_scenario
+    from hil.scenario import load_scenario
+    path = bench.export(folder, name="replay")
+    result = run_scenario(load_scenario(path), mode="lockstep", plots=False)
+    ours, theirs = bench.recording(), result.recording
+    assert np.array_equal(ours.time_s, theirs.time_s)
+    for name in ours.signals:
+        assert np.array_equal(ours.signals[name], theirs.signals[name], equal_nan=True), name
+    bms_events = lambda events: [e for e in events if e[1].startswith(("state:", "fault:", "dtc:"))]  # noqa: E731
+    assert bms_events(ours.events) == bms_events(theirs.events) and bms_events(ours.events)
+    counters = result.summary["can"]["counters"]
+    for key in ("crc_errors", "counter_errors", "rx_accepted"):
+        assert counters[key] == bench.node.counters[key], key
+    assert [e[1] for e in theirs.events if e[1].startswith("frame:")] == [
+        f"frame:frame[{n}]:VCU_Command" for n in range(len(bench.frames))]

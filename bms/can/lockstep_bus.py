@@ -165,7 +165,8 @@ class LockstepBus(VirtualBus):
                         continue
                 elif not bus_queue.accepts(msg):
                     continue
-                copy = msg.received_copy(timestamp, channel) if own else _rx_copy(msg, timestamp, channel)
+                copy = msg.received_copy(timestamp, channel) if own else _rx_copy(  # type: ignore[attr-defined]
+                    msg, timestamp, channel)
                 if bus_queue is mine:
                     copy.is_rx = False
                 bus_queue.queue.append(copy)

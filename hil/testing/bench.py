@@ -107,6 +107,7 @@ class Bench:
         self.firmware_spec = firmware
         self.steps: list[tuple[Step, Segment]] = []
         self.faults: dict[str, FaultAction] = {}
+        self.frames: list = []   # hil.frames.FrameInjection: frames sent by the tester that an export replays
         self.closed = False
         self._fw = FirmwareRun(firmware, "lockstep")
         try:

@@ -1,8 +1,9 @@
 """A bench's run as a scenario file: the regression test a failing property leaves behind.
 
 The file holds the bench's pack, seed, initial state and firmware, every segment it ran as a ``[[step]]`` (cycle
-slices as CSV files beside it), every fault with the time it was injected and cleared, and the properties that
-were checked as ``[[expect]]`` entries, so ``bms-emu run FILE --mode lockstep`` fails the same way.
+slices as CSV files beside it), every fault with the time it was injected and cleared, every frame its tester
+injected for the state machine's commands (``[[frame]]``), and the properties that were checked as ``[[expect]]``
+entries, so ``bms-emu run FILE --mode lockstep`` fails the same way.
 """
 from __future__ import annotations
 
@@ -66,6 +67,10 @@ def scenario_toml(bench, expectations=(), *, name: str | None = None) -> tuple[s
         faults.append(entry)
     if faults:
         data["fault"] = faults
+    frames = [{"at_s": f.at_s, "message": f.message, "signals": dict(f.signals), "e2e": f.e2e}
+              for f in getattr(bench, "frames", ()) if f.at_s < end_s - 1e-9]   # one sent at the end never acted
+    if frames:
+        data["frame"] = frames
     expects = [{"kind": e.kind, "name": e.name, **e.options} for e in expectations]
     if expects:
         data["expect"] = expects

@@ -19,9 +19,9 @@ from __future__ import annotations
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from bms.can.node import Frame
 from bms.controller import StateRequest
 
+from ..frames import FrameInjection, injected_frame
 from . import options as _options
 from . import strategies as bst
 from .bench import Bench
@@ -98,9 +98,10 @@ class BmsMachine(RuleBasedStateMachine):
         """A VCU_Command by its DBC names through the tester, between the VCU's own: its alive counter the next one
         after the last on the bus (``valid``), one that jumps (``wrong_counter``), or a wrong CRC."""
         bench = self.bench
-        frame = _vcu_command(bench.tester, e2e, StateRequest=state, ContactorRequest=contactor)
-        self.commands.append(f"t = {bench.t_s:.2f} s VCU_Command StateRequest={StateRequest(state).name} "
-                             f"ContactorRequest={contactor} ({e2e}): {bytes(frame.data).hex(' ')}")
+        frame, replayable = _vcu_command(bench, e2e, StateRequest=state, ContactorRequest=contactor)
+        if not replayable:
+            self.commands.append(f"t = {bench.t_s:.2f} s VCU_Command StateRequest={StateRequest(state).name} "
+                                 f"ContactorRequest={contactor} ({e2e}): {bytes(frame.data).hex(' ')}")
         bench.advance(0.1)
 
     @precondition(lambda self: bool(self.active))
@@ -119,9 +120,10 @@ class BmsMachine(RuleBasedStateMachine):
         failed = self.bench.check(exps)
         if failed:
             exc = fail(self.bench, failed, exps, export=self.export)
-            if self.commands:   # scenarios have no frame injection: say what the replay will lack
+            if self.commands:   # a matrix bench's commands: the scenario cannot send them, say what it lacks
                 exc.args = (exc.args[0] + f"\n  not in the scenario ({len(self.commands)} frame(s) sent through the "
-                            "tester, which bms-emu run cannot replay):\n    " + "\n    ".join(self.commands),)
+                            "tester on a vehicle matrix, which bms-emu run cannot replay):\n    "
+                            + "\n    ".join(self.commands),)
             raise exc
 
     def teardown(self):
@@ -129,19 +131,17 @@ class BmsMachine(RuleBasedStateMachine):
             self.bench.close()   # a pooled bench stays open for the next example's reset
 
 
-def _vcu_command(tester, e2e: str, **signals):
-    """Send VCU_Command with ``signals`` through ``tester``; ``e2e`` says what its alive counter and CRC are."""
+def _vcu_command(bench, e2e: str, **signals):
+    """Send VCU_Command with ``signals`` through the bench's tester; ``e2e`` says what its alive counter and CRC are
+    (``hil.frames.injected_frame``, as a scenario's ``[[frame]]``). Returns (frame, recorded for the export)."""
+    tester = bench.tester
     codec = tester.codec["VCU_Command"]
     if getattr(tester, "_gateway", None) is not None or codec.e2e is None:
-        return tester.send("VCU_Command", signals)   # a matrix bench: the map's own counter and CRC
-    e2e_spec = codec.e2e
+        return tester.send("VCU_Command", signals), False   # a matrix bench: the map's own counter and CRC
+    replayable = tester.codec is bench.can.codec   # the run's DBC, which a scenario's [[frame]] speaks
     last = next((f for _, f in reversed(tester.received) if f.arbitration_id == codec.frame_id), None)
-    counter = int(codec.decode(bytes(last.data))[e2e_spec.counter_signal]) if last is not None else -1
-    step = 5 if e2e == "wrong_counter" else 1
-    data = bytearray(tester.encode("VCU_Command", {**signals, e2e_spec.counter_signal:
-                                                   (counter + step) % (1 << e2e_spec.counter_bits)}))
-    if e2e == "wrong_crc":
-        data[e2e_spec.crc_byte] ^= 0x5A
-    frame = Frame.build(codec.frame_id, bytes(data), is_extended_id=codec.is_extended_id, is_fd=codec.is_fd)
+    frame = injected_frame(codec, signals, e2e, last)
     tester.send_frame(frame)
-    return frame
+    if replayable:
+        bench.frames.append(FrameInjection(bench.t_s, "VCU_Command", dict(signals), e2e))
+    return frame, replayable

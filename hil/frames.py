@@ -1,0 +1,78 @@
+"""CAN frames a scenario injects at given times (``[[frame]]``): a message of the run's DBC by its signal names,
+with its alive counter and CRC right or deliberately wrong.
+
+``e2e = "valid"`` takes the alive counter after the last frame of that message seen on the bus (the next one a
+sender between the VCU's own frames would use), ``"wrong_counter"`` jumps it by 5, ``"wrong_crc"`` spoils the CRC.
+The testing kit's state machine sends its commands the same way (``injected_frame``), so its exported
+counterexample replays them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import can
+
+from bms.can.codec import MessageCodec
+from bms.can.node import Frame
+
+__all__ = ["E2E_CHOICES", "FrameInjection", "FrameInjector", "injected_frame"]
+
+E2E_CHOICES = ("valid", "wrong_counter", "wrong_crc")
+
+
+@dataclass(frozen=True)
+class FrameInjection:
+    at_s: float
+    message: str
+    signals: dict
+    e2e: str = "valid"
+    name: str = ""
+    line: int | None = None
+
+
+def injected_frame(codec: MessageCodec, signals: dict, e2e: str, last: can.Message | None,
+                   timestamp: float = 0.0) -> Frame:
+    """The frame of ``codec`` with ``signals``; for an E2E message its counter follows ``last`` (the last frame
+    of the message on the bus, None: counter 0), as ``e2e`` says."""
+    values = dict(signals)
+    spec = codec.e2e
+    if spec is not None:
+        counter = int(codec.decode(bytes(last.data))[spec.counter_signal]) if last is not None else -1
+        step = 5 if e2e == "wrong_counter" else 1
+        values[spec.counter_signal] = (counter + step) % (1 << spec.counter_bits)
+    data = bytearray(codec.encode(values))
+    if spec is not None and e2e == "wrong_crc":
+        data[spec.crc_byte] ^= 0x5A
+    return Frame.build(codec.frame_id, bytes(data), is_extended_id=codec.is_extended_id, is_fd=codec.is_fd,
+                       timestamp=timestamp)
+
+
+class FrameInjector:
+    """Sends a scenario's ``[[frame]]`` entries on ``bus`` (a handle of its own, filtered to the injected
+    messages, that does not hear its own frames) when their time comes; what it hears tells it the last frame
+    of each message on the bus."""
+
+    def __init__(self, injections, codec, bus: can.BusABC):
+        self.pending = sorted(injections, key=lambda f: f.at_s)
+        self.codec, self.bus = codec, bus
+        self.last: dict[tuple[int, bool], can.Message] = {}
+
+    def due(self, t_s: float) -> list[tuple[float, str, str]]:
+        """Send what is due at ``t_s``; returns the events ("frame:NAME", payload in hex)."""
+        while True:  # the bus up to now: the last frame of each injected message
+            msg = self.bus.recv(0)
+            if msg is None:
+                break
+            self.last[(msg.arbitration_id, msg.is_extended_id)] = msg
+        events = []
+        while self.pending and self.pending[0].at_s <= t_s + 1e-9:
+            entry = self.pending.pop(0)
+            codec = self.codec[entry.message]
+            frame = injected_frame(codec, entry.signals, entry.e2e,
+                                   self.last.get((codec.frame_id, codec.is_extended_id)), timestamp=t_s)
+            self.bus.send(frame)
+            events.append((t_s, f"frame:{entry.name}", bytes(frame.data).hex(" ")))
+        return events
+
+    def close(self) -> None:
+        self.bus.shutdown()
