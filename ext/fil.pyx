@@ -272,6 +272,20 @@ cdef class Transport:
         self._remember(f, 1)
         self.n_rx += 1
 
+    def queued(self):
+        """The frames received since the last step, waiting for the next: (``Frame``, t_ns), oldest first, with
+        their extended, FD and bit-rate-switch flags (a snapshot of the bench puts them back with ``receive``)."""
+        cdef uint32_t k
+        cdef bms_fil_frame *f
+        from bms.can.node import Frame
+        out = []
+        for k in range(self.n_rx):
+            f = &self.rx[k]
+            out.append((Frame.build(f.id, f.data[:f.len], is_extended_id=bool(f.flags & BMS_FIL_FRAME_EXTENDED),
+                                    is_fd=bool(f.flags & BMS_FIL_FRAME_FD),
+                                    bitrate_switch=bool(f.flags & BMS_FIL_FRAME_BRS)), f.t_ns))
+        return out
+
     cdef int _flush_rx(self) except -1:
         raise FirmwareError(self.name, f"more than {self.max_frames} frames arrived in one tick",
                             self.last_t_ns / 1e9, self.last_frames())

@@ -152,6 +152,37 @@ def test_save_and_restore_give_the_same_future(fw):
             firmware.close()
 
 
+def test_a_snapshot_keeps_the_frames_queued_for_the_next_step_flags_and_all(fw):
+    """Frames a library firmware received since its last step come back after a restore as they were: an extended
+    identifier in the 11-bit range, a CAN FD frame with the bit-rate switch (once inferred from id and length)."""
+    from bms.can.node import Frame
+    from bms.fil import BmsActuators
+    from hil.testing.snapshot import _firmware_state
+    firmware = LibraryFirmware(fw["libbms"], "bms")
+    firmware.open(bms_layout(8, 2), 10_000_000)
+    try:
+        firmware.step(0, 10_000_000, np.full(bms_layout(8, 2).n_inputs, 3.7), BmsActuators(8))
+        firmware.transmit()
+        sent = [Frame.build(0x123, b"\x01\x02", is_extended_id=True),
+                Frame.build(0x1C0, bytes(range(12)), is_fd=True, bitrate_switch=True),
+                Frame.build(0x18FF50E5, b"\xAA" * 8, is_extended_id=True)]
+        for k, frame in enumerate(sent):
+            firmware.receive(frame, 5_000_000 + k)
+        flags = lambda queued: [(f.arbitration_id, f.is_extended_id, f.is_fd, f.bitrate_switch, bytes(f.data), t)  # noqa: E731
+                                for f, t in queued]
+        expected = [(f.arbitration_id, f.is_extended_id, f.is_fd, f.bitrate_switch, bytes(f.data), 5_000_000 + k)
+                    for k, f in enumerate(sent)]
+        transport = firmware._lib
+        assert flags(transport.queued()) == expected
+        _, _, _, _, pending = _firmware_state(firmware, "bench.firmware")
+        transport.n_rx = 0
+        for frame, t_ns in pending:   # what Snapshot.restore does
+            transport.receive(frame, t_ns)
+        assert flags(transport.queued()) == expected
+    finally:
+        firmware.close()
+
+
 # --- the C VCU in the VCU slot ------------------------------------------------------------------------------
 VCU_SCENARIO = """
 [scenario]

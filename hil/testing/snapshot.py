@@ -132,16 +132,7 @@ def _firmware_state(fw, path: str) -> tuple:
         return fw, None, state, None, ()
     if transport.n_tx:
         raise SnapshotError(f"{path}: firmware {fw.name} has frames not yet sent")
-    # the frames received since its last step are the newest 'rx' entries of the transport's history (it does not
-    # hand out its queue): id, data and time; an id above 0x7FF is an extended one, more than 8 bytes a CAN FD frame
-    received = [f for f in transport.last_frames() if f[0] == "rx"]
-    if transport.n_rx > len(received):
-        raise SnapshotError(f"{path}: firmware {fw.name} has more queued frames than its transport recalls")
-    pending = []
-    for _, t_s, frame_id, data_hex in received[len(received) - transport.n_rx:]:
-        data, arbitration_id = bytes.fromhex(data_hex), int(frame_id, 16)
-        pending.append((can.Message(arbitration_id=arbitration_id, data=data, is_extended_id=arbitration_id > 0x7FF,
-                                    is_fd=len(data) > 8), int(round(t_s * 1e9))))
+    pending = transport.queued()   # the frames received since its last step, flags and all
     return fw, transport, state, transport.last_t_ns, tuple(pending)
 
 
