@@ -247,15 +247,15 @@ def test_the_property_suite_checks_the_example_c_bms_for_real(tmp_path):
 
 
 def _tap(bench) -> list:
-    """Every frame on the bench's channel from now on: (node time stamp or None, id, data), read after each tick.
-    (The VCU's handle stamps its frames with the wall clock: those time stamps are left out.)"""
+    """Every frame on the bench's channel from now on: (time stamp, id, data), read after each tick (the node's and
+    the VCU's frames both carry simulated time)."""
     import can
     bus = can.Bus(interface="virtual", channel=bench.channel, preserve_timestamps=True)
     frames: list = []
 
     def hook(_bench):
         while (m := bus.recv(0)) is not None:
-            frames.append((m.timestamp if m.timestamp < 1e9 else None, m.arbitration_id, bytes(m.data)))
+            frames.append((m.timestamp, m.arbitration_id, bytes(m.data)))
     hook.close = bus.shutdown
     bench.tick_hooks.append(hook)
     return frames
