@@ -18,6 +18,7 @@ from bms.can.lockstep_bus import LockstepBus
 from bms.can.node import BusFailure, CanNode, Frame, RunReport, classify_rx_error
 from bms.can.node import _tx_frame as _frame
 from bms.controller import BmsState, StateRequest
+from bms.errors import BmsError
 from bms.fil import DEMAND_MODES, Firmware, FirmwareError, Role, vcu_layout
 from bms.fil.contract import VCU_INPUTS, VCU_OUTPUTS
 
@@ -342,13 +343,10 @@ class CanLoop:
                 raise
 
     def _frame_injector(self, frames, options: dict, lockstep_bus: bool):
-        from .frames import FrameInjector
-        if self.matrix is not None:
-            raise ValueError("[[frame]] injections speak the built-in DBC; a run on a vehicle CAN matrix cannot "
-                             "send them (use the matrix's own messages through a tester)")
-        if not lockstep_bus and options["interface"] not in _OWN_HANDLE:
-            raise ValueError(f"[[frame]] injections need a second handle on the bus, which interface "
-                             f"{options['interface']!r} does not give (it works on {', '.join(_OWN_HANDLE)})")
+        from .frames import FrameInjector, frames_refused
+        why = frames_refused("lockstep", {"matrix": self.matrix, "interface": options["interface"]})
+        if why:
+            raise BmsError(why)
         bus = LockstepBus(options["channel"]) if lockstep_bus else can.Bus(**options)
         try:
             ids = {(self.codec[f.message].frame_id, self.codec[f.message].is_extended_id) for f in frames}

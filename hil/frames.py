@@ -15,7 +15,7 @@ import can
 from bms.can.codec import MessageCodec
 from bms.can.node import Frame
 
-__all__ = ["E2E_CHOICES", "FrameInjection", "FrameInjector", "injected_frame"]
+__all__ = ["E2E_CHOICES", "FrameInjection", "FrameInjector", "frames_refused", "injected_frame"]
 
 E2E_CHOICES = ("valid", "wrong_counter", "wrong_crc")
 
@@ -28,6 +28,21 @@ class FrameInjection:
     e2e: str = "valid"
     name: str = ""
     line: int | None = None
+
+
+def frames_refused(mode: str, can_options: dict) -> str | None:
+    """Why a run with these options cannot send ``[[frame]]`` injections (None: it can)."""
+    from .can_loop import _OWN_HANDLE
+    if mode == "headless":
+        return "[[frame]] injections need the BMS on a bus: run in lockstep or paced mode (--mode lockstep)"
+    if can_options.get("matrix") is not None:
+        return ("[[frame]] injections speak the built-in DBC; a run on a vehicle CAN matrix (--matrix) cannot send "
+                "them")
+    interface = can_options.get("interface", "virtual")
+    if interface not in _OWN_HANDLE:
+        return (f"[[frame]] injections need a second handle on the bus, which interface {interface!r} does not "
+                f"give (they work on {', '.join(_OWN_HANDLE)})")
+    return None
 
 
 def injected_frame(codec: MessageCodec, signals: dict, e2e: str, last: can.Message | None,

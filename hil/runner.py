@@ -275,9 +275,11 @@ def run_scenario(scenario: Scenario, *, out_dir: str | Path | None = None, mode:
     if mode == "headless" and (scenario.diag or any(e.kind == "dtc" for e in scenario.expectations)):
         raise ScenarioError(scenario.source, None, "diag", "diagnostics ([[diag]] requests, dtc expectations) "
                             "need the BMS on a bus: run in lockstep or paced mode (--mode lockstep)")
-    if mode == "headless" and scenario.frames:
-        raise ScenarioError(scenario.source, scenario.frames[0].line, "frame", "[[frame]] injections need the BMS "
-                            "on a bus: run in lockstep or paced mode (--mode lockstep)")
+    if scenario.frames:
+        from .frames import frames_refused
+        why = frames_refused(mode, can_options or {})
+        if why:
+            raise ScenarioError(scenario.source, scenario.frames[0].line, "frame", why)
     if mode != "headless":
         from .can_loop import CanLoop
         try:

@@ -126,7 +126,13 @@ def test_malformed_frame_injections_name_file_line_and_key(old, new, key, messag
     assert info.value.key == key and info.value.line is not None and message in str(info.value), str(info.value)
 
 
-def test_frame_injections_need_a_bus():
+@pytest.mark.parametrize("mode,options,message", [
+    ("headless", None, "need the BMS on a bus"),
+    ("lockstep", {"matrix": "hil/matrix/examples/ev_fd_bms.toml"}, "a run on a vehicle CAN matrix"),
+    ("paced", {"interface": "slcan", "channel": "/dev/null"}, "interface 'slcan' does not give"),
+])
+def test_frame_injections_are_refused_where_they_cannot_be_sent(mode, options, message):
     from hil.runner import run_scenario
-    with pytest.raises(ScenarioError, match=r"\[\[frame\]\] injections need the BMS on a bus"):
-        run_scenario(parse_scenario(FRAMES, "frames.toml"), mode="headless", plots=False)
+    with pytest.raises(ScenarioError, match=message) as info:
+        run_scenario(parse_scenario(FRAMES, "frames.toml"), mode=mode, plots=False, can_options=options)
+    assert info.value.line == 26
