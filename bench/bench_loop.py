@@ -362,7 +362,7 @@ def main() -> None:
         unit = "Ir" if args.callgrind else "us"
         result = {"python": platform.python_version(), "machine": platform.machine(),
                   "processor": _cpu_name(), "load_average": os.getloadavg()[0], "kernels": KERNELS.name,
-                  "unit": f"{unit} per tick"}
+                  "isa": KERNELS.isa, "unit": f"{unit} per tick"}
         part = parts(meter, args.part_ticks)
         result["parts_per_tick"] = _fmt(part, args.callgrind)
         result["flop_limit"] = _fmt(flop_limit(meter, part["plant_kernel"], 384, args.part_ticks),

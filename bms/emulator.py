@@ -20,14 +20,14 @@ from .sensors import SensorLayer
 __all__ = ["Emulator"]
 
 
-def _default_estimator(params, sensors):
+def _default_estimator(params, sensors, kernels=None):
     try:
         from .estimators import PackEstimator
     except ImportError as exc:  # the estimator is optional: the BMS then uses its own tables
         if exc.name not in (f"{__package__}.estimators", None):
             raise
         return None
-    return PackEstimator(params, sensors, initial_soc=None)
+    return PackEstimator(params, sensors, initial_soc=None, kernels=kernels)
 
 
 def _is_pack_estimator(estimator) -> bool:
@@ -74,7 +74,7 @@ class Emulator:
             if isinstance(estimator, str):
                 if estimator != "auto":
                     raise InputError("estimator", "'auto', None or an estimator object", estimator)
-                estimator = _default_estimator(params, self.sensors)
+                estimator = _default_estimator(params, self.sensors, kernels)
             firmware = BuiltinBms(params, self.sensors, self.pack, dt_s=self.dt_s, config=config,
                                   estimator=estimator, kernels=kernels, actuators=self.actuators)
             self.estimator, self.bms = estimator, firmware.bms

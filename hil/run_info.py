@@ -26,9 +26,10 @@ def versions() -> str:
     import cantools
     import numpy
 
-    from bms import KERNEL_BACKEND
+    from bms import KERNELS
 
-    return (f"bms-emu {package_version()} (kernels: {KERNEL_BACKEND}; python-can {can.__version__}, "
+    kernels = KERNELS.name if KERNELS.name == "numpy" else f"{KERNELS.name}, {KERNELS.isa}"
+    return (f"bms-emu {package_version()} (kernels: {kernels}; python-can {can.__version__}, "
             f"cantools {cantools.__version__}, numpy {numpy.__version__})")
 
 

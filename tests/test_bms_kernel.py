@@ -23,7 +23,7 @@ def test_compiled_protection_kernel_is_in_use():
     assert Path(module.__file__).suffix in (".so", ".pyd"), module.__file__
     from bms.emulator import Emulator
     emu = Emulator(_small_params(), estimator=None)
-    assert type(emu.bms._kernel).__module__ == "bms._ext.protection"
+    assert type(emu.bms._kernel).__module__ == bms.KERNELS.protection.__name__
 
 
 def _small_params():

@@ -13,6 +13,7 @@ from bms import Emulator, StateRequest, _kernels, load_pack
 from bms import _protection as L
 from bms._twin import bms_tick as twin
 from bms.config import BmsConfig
+from bms.errors import BmsError
 from bms.firmware.types import ZERO_LIMITS, Limits
 from bms.sensors import OpenWire
 
@@ -38,9 +39,10 @@ def test_the_compiled_tick_and_task_are_in_use():
     if os.environ.get(_kernels.ENV_VAR, "compiled") == "numpy":
         pytest.skip("BMS_KERNELS=numpy: the twins run on purpose")
     emu = Emulator(seed=1)
-    assert type(emu.bms._task).__module__ == "bms._ext.bms_tick"
-    assert type(emu.estimator._feed).__module__ == "bms._ext.bms_tick"
-    assert emu._fused_tick is not None and emu._fused_tick.__self__.__class__.__module__ == "bms._ext.bms_tick"
+    assert type(emu.bms._task).__module__ == _kernels.KERNELS.bms_tick.__name__
+    assert type(emu.estimator._feed).__module__ == _kernels.KERNELS.bms_tick.__name__
+    assert emu._fused_tick is not None
+    assert emu._fused_tick.__self__.__class__.__module__ == _kernels.KERNELS.bms_tick.__name__
 
 
 @given(st.lists(maybe_nan, min_size=1, max_size=40))
@@ -219,3 +221,23 @@ def test_observer_gives_the_properties_values(preset, n_parallel, seed, current_
         assert same(module.Observer(pack.state, n_parallel, est).values(), expected)
         assert same(module.Observer(pack.state, n_parallel).values(), (*expected[:1], math.nan, math.nan,
                                                                      *expected[3:7], math.nan))
+
+
+def test_the_avx2_kernels_give_the_baseline_run_bit_for_bit():
+    """The AVX2 build of the floating-point kernels (-mavx2, no FMA) is the baseline build's arithmetic, four doubles
+    at a time: a drive with a sensor fault gives the same state, readings, estimates, limits and events."""
+    if os.environ.get(_kernels.ENV_VAR, "compiled") == "numpy":
+        pytest.skip("BMS_KERNELS=numpy: no compiled kernels to compare with")
+    try:
+        avx2 = _kernels.load("compiled", isa="avx2")
+    except BmsError as exc:
+        pytest.skip(f"no AVX2 kernels here: {exc}")
+    baseline = _kernels.load("compiled", isa="baseline")
+    assert avx2.plant.__name__ == "bms._ext.avx2.plant" and baseline.plant.__name__ == "bms._ext.plant"
+    _same_runs(*(_drive(Emulator(seed=5, initial_soc=0.7, kernels=k), 4.0) for k in (baseline, avx2)))
+
+
+def test_a_wrong_isa_choice_is_refused():
+    with pytest.raises(BmsError, match=r"BMS_ISA='sse9': expected one of \('auto', 'baseline', 'avx2'\)"):
+        _kernels.load("compiled", isa="sse9")
+    assert _kernels.load("compiled", isa="baseline").isa == "baseline"

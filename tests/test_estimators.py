@@ -62,7 +62,7 @@ def test_compiled_estimators_are_in_use():
     assert Path(module.__file__).suffix in (".so", ".pyd"), module.__file__
     params = small_params()
     est = PackEstimator(params, FakeSensors(params))
-    assert type(est._tick).__module__ == "bms._ext.estimators"
+    assert type(est._tick).__module__ == bms.KERNELS.estimators.__name__
 
 
 # --- compiled and twin agree --------------------------------------------------------------------

@@ -23,7 +23,7 @@ def test_compiled_kernels_are_in_use():
     assert bms.KERNEL_BACKEND == "compiled"
     for module in (bms.KERNELS.plant, bms.KERNELS.sensors, bms.KERNELS.frame_encoder):
         assert Path(module.__file__).suffix in (".so", ".pyd"), module.__file__
-    assert type(Pack(load_pack())._kernel).__module__ == "bms._ext.plant"
+    assert type(Pack(load_pack())._kernel).__module__ == bms.KERNELS.plant.__name__
 
 
 @st.composite

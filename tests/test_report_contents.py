@@ -69,7 +69,9 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as done:
         main(["--version"])
     assert done.value.code == 0
-    assert re.match(rf"bms-emu {re.escape(metadata.version('assb-bms-emulator'))} \(kernels: compiled; python-can ",
+    from bms import KERNELS
+    kernels = "numpy" if KERNELS.name == "numpy" else f"compiled, {KERNELS.isa}"
+    assert re.match(rf"bms-emu {re.escape(metadata.version('assb-bms-emulator'))} \(kernels: {kernels}; python-can ",
                     capsys.readouterr().out)
 
 
