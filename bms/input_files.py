@@ -5,6 +5,7 @@ refused before it is read, saying why, and no error ever quotes the file's conte
 """
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import stat
@@ -19,7 +20,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["InputFileError", "read_input_text", "parse_error_text", "parse_toml", "MAX_INPUT_BYTES"]
+__all__ = ["InputFileError", "read_input_text", "parse_error_text", "parse_toml", "suggest", "MAX_INPUT_BYTES"]
 
 MAX_INPUT_BYTES = 64 * 1024 * 1024   # a 10 Hz drive cycle of a week is 6 MB; a DBC of a whole vehicle a few MB
 
@@ -77,3 +78,11 @@ def parse_toml(text: str, source: str, error: Callable[[str, int | None, str, st
         raise error(source, int(match.group(1)) if match else None, "file", f"not valid TOML: {exc}") from exc
     except RecursionError:  # tomllib recurses once per nesting level
         raise error(source, None, "file", f"not a usable {what}: arrays or tables nested too deeply") from None
+
+
+def suggest(word: str, options, *, list_all: bool = True) -> str:
+    """"; did you mean 'x'?" for the option nearest ``word``; without one, the options (``list_all``) or nothing."""
+    close = difflib.get_close_matches(word, list(options), n=1)
+    if close:
+        return f"; did you mean {close[0]!r}?"
+    return f"; expected one of {', '.join(sorted(options))}" if list_all else ""

@@ -87,6 +87,8 @@ class FrameInjector:
                                    self.last.get((codec.frame_id, codec.is_extended_id)), timestamp=t_s)
             self.bus.send(frame)
             events.append((t_s, f"frame:{entry.name}", bytes(frame.data).hex(" ")))
+        if not self.pending:  # nothing left to send: stop hearing the bus (its copies would pile up unread)
+            self.bus.shutdown()
         return events
 
     def close(self) -> None:

@@ -5,7 +5,6 @@ nearest valid name where a name was misspelt.
 """
 from __future__ import annotations
 
-import difflib
 import math
 import re
 from dataclasses import dataclass, field
@@ -14,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bms.errors import BmsError
-from bms.input_files import parse_toml
+from bms.input_files import parse_toml, suggest
 
 __all__ = ["Scenario", "Step", "FaultAction", "Expectation", "ScenarioError", "load_scenario",
            "builtin_scenarios", "STEP_KINDS", "FAULT_KINDS", "EXPECT_KINDS", "SIGNALS", "DIAG_KEYS"]
@@ -186,11 +185,6 @@ class _Locator:
         return None
 
 
-def _suggest(word: str, options) -> str:
-    close = difflib.get_close_matches(word, list(options), n=1)
-    return f"; did you mean {close[0]!r}?" if close else f"; expected one of {', '.join(sorted(options))}"
-
-
 def _check_type(value: Any, kind, source, line, key):
     kinds = kind if isinstance(kind, tuple) else (kind,)
     ok = False
@@ -214,7 +208,7 @@ def _check_table(values: dict, allowed: dict, required, source, loc, table, inde
     for key in values:
         if key not in allowed:
             raise ScenarioError(source, loc.line(table, key, index), f"{prefix}.{key}",
-                                f"unknown key{_suggest(key, allowed)}")
+                                f"unknown key{suggest(key, allowed)}")
     for key in sorted(required):
         if key not in values:
             raise ScenarioError(source, loc.line(table, None, index), f"{prefix}.{key}",
@@ -250,7 +244,7 @@ def _kind(entry: dict, kinds, source, loc, table, index) -> str:
                             f"missing; expected one of {', '.join(kinds)}")
     if kind not in kinds:
         raise ScenarioError(source, loc.line(table, "kind", index), f"{table}[{index}].kind",
-                            f"unknown kind {kind!r}{_suggest(str(kind), kinds)}")
+                            f"unknown kind {kind!r}{suggest(str(kind), kinds)}")
     return kind
 
 
@@ -260,7 +254,7 @@ def parse_scenario(text: str, source: str) -> Scenario:
     for key in data:
         if key not in _TOP:
             raise ScenarioError(source, loc.line(key) or loc.line(None, key), key,
-                                f"unknown table{_suggest(key, _TOP)}")
+                                f"unknown table{suggest(key, _TOP)}")
         is_array = key in ("step", "fault", "expect", "diag", "frame")
         if not isinstance(data[key], list if is_array else dict):
             raise ScenarioError(source, loc.line(key) or loc.line(None, key), key,
@@ -275,7 +269,7 @@ def parse_scenario(text: str, source: str) -> Scenario:
                             f"expected a number in [0, 1], found {head['initial_soc']}")
     if head.get("mode", "lockstep") not in MODES:
         raise ScenarioError(source, loc.line("scenario", "mode"), "scenario.mode",
-                            f"unknown mode {head['mode']!r}{_suggest(head['mode'], MODES)}")
+                            f"unknown mode {head['mode']!r}{suggest(head['mode'], MODES)}")
     if not DT_RANGE_S[0] <= head.get("dt_s", 0.01) <= DT_RANGE_S[1]:
         raise ScenarioError(source, loc.line("scenario", "dt_s"), "scenario.dt_s",
                             f"expected a tick of {DT_RANGE_S[0]:g} ... {DT_RANGE_S[1]:g} s, found {head['dt_s']:g}")
@@ -299,7 +293,7 @@ def parse_scenario(text: str, source: str) -> Scenario:
             if options.get("method", "cccv") not in CHARGE_METHODS:
                 raise ScenarioError(source, loc.line("step", "method", n), f"step[{n}].method",
                                     f"unknown method {options['method']!r}"
-                                    f"{_suggest(options['method'], CHARGE_METHODS)}")
+                                    f"{suggest(options['method'], CHARGE_METHODS)}")
             if not 0 < options["target_soc"] <= 1:
                 raise ScenarioError(source, loc.line("step", "target_soc", n), f"step[{n}].target_soc",
                                     f"expected a number in (0, 1], found {options['target_soc']}")
@@ -333,15 +327,15 @@ def parse_scenario(text: str, source: str) -> Scenario:
                                 f"expected a time after at_s = {common['at_s']} s, found {common['clear_at_s']}")
         if kind == "can_corrupt" and options["what"] not in CORRUPTIONS:
             raise ScenarioError(source, loc.line("fault", "what", n), f"fault[{n}].what",
-                                f"unknown corruption {options['what']!r}{_suggest(options['what'], CORRUPTIONS)}")
+                                f"unknown corruption {options['what']!r}{suggest(options['what'], CORRUPTIONS)}")
         if kind == "sensor" and options["fault"] not in SENSOR_FAULTS:
             raise ScenarioError(source, loc.line("fault", "fault", n), f"fault[{n}].fault",
-                                f"unknown sensor fault {options['fault']!r}{_suggest(options['fault'], SENSOR_FAULTS)}")
+                                f"unknown sensor fault {options['fault']!r}{suggest(options['fault'], SENSOR_FAULTS)}")
         if kind == "isotp":
             for key, names in (("fault", ISOTP_FAULTS), ("side", ISOTP_SIDES)):
                 if key in options and options[key] not in names:
                     raise ScenarioError(source, loc.line("fault", key, n), f"fault[{n}].{key}",
-                                        f"unknown {key} {options[key]!r}{_suggest(str(options[key]), names)}")
+                                        f"unknown {key} {options[key]!r}{suggest(str(options[key]), names)}")
             if options.get("index", 1) < 1 or options.get("delay_s", 1.0) <= 0:
                 raise ScenarioError(source, loc.line("fault", None, n), f"fault[{n}]",
                                     "index must be >= 1 (the consecutive frame's number) and delay_s > 0")
@@ -365,7 +359,7 @@ def parse_scenario(text: str, source: str) -> Scenario:
         if kind == "bound":
             if options["signal"] not in SIGNALS:
                 raise ScenarioError(source, loc.line("expect", "signal", n), f"expect[{n}].signal",
-                                    f"unknown signal {options['signal']!r}{_suggest(options['signal'], SIGNALS)}")
+                                    f"unknown signal {options['signal']!r}{suggest(options['signal'], SIGNALS)}")
             if "min" not in options and "max" not in options:
                 raise ScenarioError(source, loc.line("expect", None, n), f"expect[{n}]", "a bound needs min or max")
         if kind == "dtc":
@@ -375,11 +369,11 @@ def parse_scenario(text: str, source: str) -> Scenario:
             if options["property"] not in PROPERTIES:
                 raise ScenarioError(source, loc.line("expect", "property", n), f"expect[{n}].property",
                                     f"unknown property {options['property']!r}"
-                                    f"{_suggest(options['property'], PROPERTIES)}")
+                                    f"{suggest(options['property'], PROPERTIES)}")
         if kind == "accuracy" and options["quantity"] not in ACCURACY_QUANTITIES:
             raise ScenarioError(source, loc.line("expect", "quantity", n), f"expect[{n}].quantity",
                                 f"unknown quantity {options['quantity']!r}"
-                                f"{_suggest(options['quantity'], ACCURACY_QUANTITIES)}")
+                                f"{suggest(options['quantity'], ACCURACY_QUANTITIES)}")
         expectations.append(Expectation(kind, options, name, loc.line("expect", None, n)))
 
     firmware = _parse_firmware(data.get("firmware"), source, loc) if "firmware" in data else None
@@ -419,10 +413,10 @@ def _check_dtc_expectation(options: dict, source, loc, n: int) -> None:
         except (ValueError, IndexError):
             raise ScenarioError(source, loc.line("expect", "dtc", n), f"expect[{n}].dtc",
                                 f"expected a protection name (e.g. CELL_OVERVOLTAGE) or a DTC (P1A00-17, 0x1A0017), "
-                                f"found {dtc!r}{_suggest(dtc, Protection.__members__)}") from None
+                                f"found {dtc!r}{suggest(dtc, Protection.__members__)}") from None
     if options["status"] not in DTC_STATUSES:
         raise ScenarioError(source, loc.line("expect", "status", n), f"expect[{n}].status",
-                            f"unknown status {options['status']!r}{_suggest(options['status'], DTC_STATUSES)}")
+                            f"unknown status {options['status']!r}{suggest(options['status'], DTC_STATUSES)}")
     if options.get("within_cycles", 0) < 0 or options.get("within_s", 1.0) <= 0:
         raise ScenarioError(source, loc.line("expect", None, n), f"expect[{n}]",
                             "within_cycles must be >= 0 and within_s > 0")
@@ -440,7 +434,7 @@ def _diag_requests(entries, source, loc) -> tuple:
         request = options.pop("request")
         if request not in DIAG_REQUESTS:
             raise ScenarioError(source, loc.line("diag", "request", n), f"diag[{n}].request",
-                                f"unknown request {request!r}{_suggest(request, DIAG_REQUESTS)}")
+                                f"unknown request {request!r}{suggest(request, DIAG_REQUESTS)}")
         for key in sorted(DIAG_NEEDS.get(request, ())):
             if key not in options:
                 raise ScenarioError(source, loc.line("diag", None, n), f"diag[{n}].{key}",
@@ -486,7 +480,7 @@ def _frame_injections(entries, source, loc) -> tuple:
         name = options["message"]
         if name not in codec.messages:
             raise ScenarioError(source, loc.line("frame", "message", n), f"{where}.message",
-                                f"no message {name!r} in {codec.path}{_suggest(name, codec.messages)}")
+                                f"no message {name!r} in {codec.path}{suggest(name, codec.messages)}")
         message = codec[name]
         if not (math.isfinite(options["at_s"]) and options["at_s"] >= 0):
             raise ScenarioError(source, loc.line("frame", "at_s", n), f"{where}.at_s",
@@ -494,7 +488,7 @@ def _frame_injections(entries, source, loc) -> tuple:
         e2e = options.get("e2e", "valid")
         if e2e not in E2E_CHOICES:
             raise ScenarioError(source, loc.line("frame", "e2e", n), f"{where}.e2e",
-                                f"unknown choice {e2e!r}{_suggest(e2e, E2E_CHOICES)}; expected one of "
+                                f"unknown choice {e2e!r}{suggest(e2e, E2E_CHOICES)}; expected one of "
                                 f"{', '.join(E2E_CHOICES)}")
         if "e2e" in options and message.e2e is None:
             raise ScenarioError(source, loc.line("frame", "e2e", n), f"{where}.e2e",
@@ -504,7 +498,7 @@ def _frame_injections(entries, source, loc) -> tuple:
         for signal, value in signals.items():
             if signal not in message.signals:
                 raise ScenarioError(source, loc.line("frame", None, n), f"{where}.signals.{signal}",
-                                    f"no signal {signal!r} in {name}{_suggest(signal, message.signals)}")
+                                    f"no signal {signal!r} in {name}{suggest(signal, message.signals)}")
             if signal in own:
                 raise ScenarioError(source, loc.line("frame", None, n), f"{where}.signals.{signal}",
                                     "the alive counter and CRC are set by e2e = \"valid\" | \"wrong_counter\" | "
@@ -535,7 +529,7 @@ def _parse_firmware(table, source, loc):
     for key, options in (("role", FIRMWARE_ROLES), ("kind", KINDS)):
         if values[key] not in options:
             raise ScenarioError(source, loc.line("firmware", key), f"firmware.{key}",
-                                f"unknown {key} {values[key]!r}{_suggest(values[key], options)}")
+                                f"unknown {key} {values[key]!r}{suggest(values[key], options)}")
     kind = values["kind"]
     if kind != "builtin" and not values.get("path"):
         raise ScenarioError(source, line, "firmware.path", f"missing (required for kind = {kind!r})")
@@ -567,7 +561,7 @@ def _parse_firmware(table, source, loc):
     for name, ref in signals.items():
         if name not in FIRMWARE_SIGNALS:
             raise ScenarioError(source, loc.line("firmware.signals", name), f"firmware.signals.{name}",
-                                f"unknown quantity{_suggest(name, FIRMWARE_SIGNALS)}")
+                                f"unknown quantity{suggest(name, FIRMWARE_SIGNALS)}")
         if name != "ready" and not (isinstance(ref, str) and ref.count(".") == 1):
             raise ScenarioError(source, loc.line("firmware.signals", name), f"firmware.signals.{name}",
                                 f"expected 'Message.Signal' of the firmware's DBC, found {ref!r}")
@@ -604,7 +598,7 @@ def _check_cycle(cycle: str, source, line, key):
     path = cycle_path(cycle, source)
     if path is not None and not path.exists():
         raise ScenarioError(source, line, key, f"no built-in cycle or file {cycle!r} (a CSV file is looked for "
-                            f"beside the scenario: {path}){_suggest(cycle.lower(), builtin_cycles())}")
+                            f"beside the scenario: {path}){suggest(cycle.lower(), builtin_cycles())}")
 
 
 def _pack_path(pack: str, source: str) -> str:
@@ -623,7 +617,7 @@ def _check_condition(text: str, source, line, key):
         raise ScenarioError(source, line, key, f"expected 'SIGNAL < NUMBER' (or <=, >, >=) with a finite number "
                             f"such as 0.5 or 1e-3, found {text!r}")
     if match.group(1) not in SIGNALS:
-        raise ScenarioError(source, line, key, f"unknown signal {match.group(1)!r}{_suggest(match.group(1), SIGNALS)}")
+        raise ScenarioError(source, line, key, f"unknown signal {match.group(1)!r}{suggest(match.group(1), SIGNALS)}")
 
 
 def parse_condition(text: str) -> tuple[str, str, float]:
@@ -649,7 +643,7 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
         return parse_scenario(resource.read_text(encoding="utf-8"), str(resource))
     if not path.exists():
         raise ScenarioError(str(path), None, "scenario", f"no such file or built-in scenario"
-                            f"{_suggest(str(name_or_path), builtins)}")
+                            f"{suggest(str(name_or_path), builtins)}")
     from bms.input_files import InputFileError, read_input_text
     try:
         text = read_input_text(path, what="scenario file", max_bytes=MAX_SCENARIO_BYTES)

@@ -10,6 +10,7 @@ import math
 from dataclasses import fields
 
 from bms.errors import BmsError, ParameterError
+from bms.input_files import suggest
 
 from .scenario import (
     MAX_TICKS,
@@ -18,7 +19,6 @@ from .scenario import (
     FaultAction,
     Scenario,
     ScenarioError,
-    _suggest,
     cycle_path,
 )
 
@@ -132,13 +132,13 @@ def _fault_target(fault: FaultAction, n: int, params, source, loc) -> None:
         from bms.sensors import SENSOR_KINDS
         kind = o["sensor"]
         if kind not in SENSOR_KINDS:
-            raise error("sensor", f"unknown sensor {kind!r}{_suggest(kind, SENSOR_KINDS)}")
+            raise error("sensor", f"unknown sensor {kind!r}{suggest(kind, SENSOR_KINDS)}")
         counts = {"cell_voltage": params.n_series, "temperature": params.n_temperature_sensors,
                   "contactor_feedback": len(CONTACTORS), **dict.fromkeys(SINGLE_CHANNELS, 1)}
         index = o.get("index", 0)
         if kind == "contactor_feedback" and isinstance(index, str):
             if index not in CONTACTORS:
-                raise error("index", f"unknown contactor {index!r}{_suggest(index, CONTACTORS)}")
+                raise error("index", f"unknown contactor {index!r}{suggest(index, CONTACTORS)}")
         elif not isinstance(index, int) or not 0 <= index < counts[kind]:
             raise error("index", f"expected a {kind} channel 0 ... {counts[kind] - 1} of pack {params.name} "
                                  f"({params.n_series}s{params.n_parallel}p, {params.n_temperature_sensors} temperature "
@@ -156,7 +156,7 @@ def _fault_target(fault: FaultAction, n: int, params, source, loc) -> None:
                 isinstance(c, int) and not isinstance(c, bool) and 0 <= c < params.n_cells for c in cells)):
             raise error("cells", f"expected \"all\" or a list of cells 0 ... {params.n_cells - 1}, found {cells!r}")
     elif fault.kind == "contactor_weld" and o["contactor"] not in CONTACTORS:
-        raise error("contactor", f"unknown contactor {o['contactor']!r}{_suggest(o['contactor'], CONTACTORS)}")
+        raise error("contactor", f"unknown contactor {o['contactor']!r}{suggest(o['contactor'], CONTACTORS)}")
     elif fault.kind == "coolant_loss" and not 0 <= o.get("cooling_factor", 0.0) <= 1:
         raise error("cooling_factor", f"expected a factor in [0, 1] of the coolant's heat transfer, found "
                                       f"{o['cooling_factor']}")
@@ -218,7 +218,7 @@ def _vehicle(values: dict, n: int, source, loc) -> None:
     for key, value in values.items():
         where = (source, loc.line("step", "vehicle", n), f"step[{n}].vehicle.{key}")
         if key not in known:
-            raise ScenarioError(*where, f"unknown key{_suggest(key, known)}")
+            raise ScenarioError(*where, f"unknown key{suggest(key, known)}")
         if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)):
             raise ScenarioError(*where, f"expected a finite number, found {value!r}")
         low, low_open, high = {"drivetrain_efficiency": (0.0, True, 1.0), "rotating_mass_factor": (1.0, False, 2.0),
@@ -250,17 +250,17 @@ def check_expectation_values(e: Expectation, n: int, faults, source, loc) -> Non
         from bms.faults import FaultLevel
         levels = [level.name for level in FaultLevel if level.name != "NONE"]
         if o["level"].upper() not in levels:
-            raise error("level", f"unknown fault level {o['level']!r}{_suggest(o['level'].upper(), levels)}")
+            raise error("level", f"unknown fault level {o['level']!r}{suggest(o['level'].upper(), levels)}")
     trigger = o.get("after", "start")
     if e.kind in TRIGGERED and trigger.startswith("inject:"):
         names = [f.name for f in faults] + [f"{f.name}:cleared" for f in faults if f.clear_at_s is not None]
         wanted = trigger[len("inject:"):]
         if wanted not in names:
             raise error("after", f"no fault named {wanted!r} in the scenario"
-                                 + (_suggest(wanted, names) if names else " (it has no [[fault]])"))
+                                 + (suggest(wanted, names) if names else " (it has no [[fault]])"))
     if e.kind == "cycle_time" and "message" in o:
         from bms.can import load_dbc
         messages = [m.name for m in load_dbc().messages]
         if o["message"] not in messages:
-            raise error("message", f"the BMS sends no message {o['message']!r}{_suggest(o['message'], messages)}")
+            raise error("message", f"the BMS sends no message {o['message']!r}{suggest(o['message'], messages)}")
 

@@ -3,7 +3,8 @@
 cantools' ``Message.encode`` costs 6-8 us a frame, which at ~5 frames a 10 ms tick is most of the CAN
 node's budget in lockstep. So each message (each page of a multiplexed one) gets a small encoder and decoder
 *generated from its DBC definition* at load time: straight-line Python with the signal's start bit, length,
-scale and offset as constants, using cantools' own scaled-to-raw rounding rules. A test checks them
+scale and offset as constants, using cantools' own scaled-to-raw rounding rules; a classic frame's encoder is
+the compiled ``FrameEncoder`` (``ext/frame_encoder.pyx``) with the same constants. A test checks them
 bit-for-bit against cantools on hypothesis-drawn values. Messages the generator does not cover (big-endian
 or float signals, nested multiplexing, extended multiplexing) use cantools directly: slower, same bytes.
 
@@ -265,15 +266,19 @@ class MessageCodec:
         if self.multiplexer is not None:
             dec.insert(3, f"    out[{self.multiplexer!r}] = {page}")
         dec.append("    return out")
-        exec(compile("\n".join(enc), f"<encode {self.name} page {page}>", "exec"), env)
         exec(compile("\n".join(dec), f"<decode {self.name} page {page}>", "exec"), env)
-        # the compiled encoder, same bytes, where it applies: a classic frame, signals exact in a double
-        compiled = KERNELS.name == "compiled" and self.length <= 8 and all(s[5] <= 52 for s in compiled_signals)
-        if compiled:
-            env["encode"] = KERNELS.frame_encoder.FrameEncoder(self.length, compiled_signals, base["w"], base["wb"])
-        if self._project_e2e:  # the same encoder with the alive counter and the CRC folded in
-            e2e = self.e2e
-            head = crc8_j1850(bytes((e2e.data_id & 0xFF, (e2e.data_id >> 8) & 0xFF))) ^ 0xFF
+        e2e = self.e2e if self._project_e2e else None   # the alive counter and the CRC folded in too
+        head = crc8_j1850(bytes((e2e.data_id & 0xFF, (e2e.data_id >> 8) & 0xFF))) ^ 0xFF if e2e else 0
+        # the compiled encoder, same bytes, where it applies (a classic frame, signals exact in a double); else
+        # the generated Python
+        if KERNELS.name == "compiled" and self.length <= 8 and all(s[5] <= 52 for s in compiled_signals):
+            make = KERNELS.frame_encoder.FrameEncoder
+            if e2e is not None:
+                self._enc_e2e[page] = make(self.length, compiled_signals, base["w"], base["wb"],
+                                           ((1 << e2e.counter_bits) - 1, e2e.counter_start, e2e.crc_byte, head, _CRC8))
+            return make(self.length, compiled_signals, base["w"], base["wb"]), env["decode"]
+        exec(compile("\n".join(enc), f"<encode {self.name} page {page}>", "exec"), env)
+        if e2e is not None:
             env["T"] = _CRC8
             protected = [f"def encode_e2e(counter, {', '.join(f'v{i}' for i in range(len(names)))}):", *body,
                          f"    w |= (counter & {(1 << e2e.counter_bits) - 1}) << {e2e.counter_start}",
@@ -293,10 +298,6 @@ class MessageCodec:
                               f"    return w.to_bytes({self.length}, 'little')"]
             exec(compile("\n".join(protected), f"<encode_e2e {self.name} page {page}>", "exec"), env)
             self._enc_e2e[page] = env["encode_e2e"]
-            if compiled:
-                self._enc_e2e[page] = KERNELS.frame_encoder.FrameEncoder(
-                    self.length, compiled_signals, base["w"], base["wb"],
-                    ((1 << e2e.counter_bits) - 1, e2e.counter_start, e2e.crc_byte, head, _CRC8))
         return env["encode"], env["decode"]
 
     # --- public API --------------------------------------------------------------------------------

@@ -7,7 +7,6 @@ server reads from the BMS and decodes them again, so a tester uses the very same
 """
 from __future__ import annotations
 
-import difflib
 import math
 import re
 import struct
@@ -20,7 +19,7 @@ from typing import Any
 import udsoncan
 
 from ..errors import BmsError
-from ..input_files import parse_toml
+from ..input_files import parse_toml, suggest
 
 __all__ = ["DidTable", "DidDefinition", "DidField", "DidTableError", "load_did_table", "SOURCES", "SESSIONS",
            "DID_RESOURCE"]
@@ -252,11 +251,6 @@ def _line(text_lines: list[str], did: int | None, key: str | None) -> int | None
     return None
 
 
-def _suggest(word: str, options) -> str:
-    close = difflib.get_close_matches(word, list(options), n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
-
-
 def load_did_table(path: str | Path | None = None, *, n_series: int, n_temperatures: int) -> DidTable:
     """The DID table in ``path`` (None: the shipped ``dids.toml``) for a pack of ``n_series`` groups and
     ``n_temperatures`` sensors. Errors name the file, line and key."""
@@ -310,7 +304,7 @@ def _definition(entry: dict, n: int, source: str, lines, counts) -> DidDefinitio
 
     for key in entry:
         if key not in _DID_KEYS:
-            fail(key, f"unknown key{_suggest(key, _DID_KEYS)}")
+            fail(key, f"unknown key{suggest(key, _DID_KEYS, list_all=False)}")
     name = entry.get("name", f"did_{did:04x}")
     if "fields" in entry:
         if not isinstance(entry["fields"], list) or not entry["fields"]:
@@ -333,7 +327,7 @@ def _definition(entry: dict, n: int, source: str, lines, counts) -> DidDefinitio
             fail("write", "expected a table { session = [...], security = level }")
         for key in write:
             if key not in _WRITE_KEYS:
-                fail(f"write.{key}", f"unknown key{_suggest(key, _WRITE_KEYS)}")
+                fail(f"write.{key}", f"unknown key{suggest(key, _WRITE_KEYS, list_all=False)}")
         write_sessions = _sessions(write.get("session", ["extended"]), "write.session", fail)
         security = write.get("security", 0)
         if not (isinstance(security, int) and 0 <= security <= 0x3F):
@@ -356,7 +350,8 @@ def _sessions(value, key, fail) -> frozenset[int]:
     out = set()
     for s in value:
         if s not in SESSIONS:
-            fail(key, f"unknown session {s!r}{_suggest(str(s), SESSIONS)}; expected one of {', '.join(SESSIONS)}")
+            fail(key, f"unknown session {s!r}{suggest(str(s), SESSIONS, list_all=False)}; expected one of "
+                      f"{', '.join(SESSIONS)}")
         out.add(SESSIONS[s])
     return frozenset(out)
 
@@ -365,7 +360,7 @@ def _field(raw: dict, where: str, fail, counts) -> DidField:
     prefix = f"{where}." if where else ""
     for key in raw:
         if key not in _FIELD_KEYS:
-            fail(f"{prefix}{key}", f"unknown key{_suggest(key, _FIELD_KEYS)}")
+            fail(f"{prefix}{key}", f"unknown key{suggest(key, _FIELD_KEYS, list_all=False)}")
     kind = raw.get("type")
     if kind not in _TYPES:
         fail(f"{prefix}type", f"expected one of {', '.join(_TYPES)}, found {kind!r}")
@@ -390,7 +385,7 @@ def _field(raw: dict, where: str, fail, counts) -> DidField:
     if (src is None) == (value is None):
         fail(f"{prefix}source", "give exactly one of source (where the value comes from) or value (a constant)")
     if src is not None and not (src in SOURCES or (isinstance(src, str) and re.fullmatch(r"nvm\.\w+", src))):
-        fail(f"{prefix}source", f"unknown source {src!r}{_suggest(str(src), SOURCES)}")
+        fail(f"{prefix}source", f"unknown source {src!r}{suggest(str(src), SOURCES, list_all=False)}")
     if value is not None and kind == "ascii" and (not isinstance(value, str) or len(value) != length):
         fail(f"{prefix}value", f"expected a string of {length} characters, found {value!r}")
     return DidField(str(raw.get("name", "value")), str(kind), float(scale), float(offset), str(raw.get("unit", "")),

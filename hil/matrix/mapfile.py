@@ -25,10 +25,10 @@ from bms.can.matrix import (
     Translation,
     load_matrix_db,
 )
-from bms.input_files import parse_toml
+from bms.input_files import parse_toml, suggest
 
 from ..replay.mapping import _Reader
-from ..scenario import ScenarioError, _suggest
+from ..scenario import ScenarioError
 
 __all__ = ["load_matrix_map", "parse_matrix_map", "TABLES"]
 
@@ -58,7 +58,7 @@ def parse_matrix_map(text: str, source: str, *, n_cells: int = 192, n_temperatur
     r = _Reader(source, text)
     for key in data:
         if key not in TABLES:
-            raise r.error(key, f"unknown table{_suggest(key, TABLES)}")
+            raise r.error(key, f"unknown table{suggest(key, TABLES)}")
     head = r.table(data.get("matrix"), "matrix", _MATRIX_KEYS) if "matrix" in data else None
     if head is None or "file" not in head:
         raise r.error("matrix.file", "missing: the map names its matrix (DBC, ARXML, KCD or SYM beside the map)")
@@ -115,7 +115,7 @@ class _Matrix:
         name = self.r.string(name, "matrix.node")
         nodes = {n.name for n in self.db.nodes} | {s for msg in self.db.messages for s in msg.senders}
         if name not in nodes:
-            raise self.r.error("matrix.node", f"no node (ECU) {name!r} in {self.path}{_suggest(name, nodes)}")
+            raise self.r.error("matrix.node", f"no node (ECU) {name!r} in {self.path}{suggest(name, nodes)}")
         return name
 
     def sent_by(self, node: str) -> list:
@@ -126,7 +126,7 @@ class _Matrix:
         try:
             message = self.db.get_message_by_name(name)
         except KeyError:
-            raise self.r.error(key, f"no message {name!r} in {self.path}{_suggest(name, self.names)}") from None
+            raise self.r.error(key, f"no message {name!r} in {self.path}{suggest(name, self.names)}") from None
         if sent_by is not None and sent_by not in message.senders:
             raise self.r.error(key, f"{name} is sent by {', '.join(message.senders) or 'no node'}, not by {sent_by}: "
                                     f"the BMS publishes only in its own messages")
@@ -138,7 +138,7 @@ class _Matrix:
         name = self.r.string(name, key)
         names = [s.name for s in message.signals]
         if name not in names:
-            raise self.r.error(key, f"no signal {name!r} in {message.name}{_suggest(name, names)}")
+            raise self.r.error(key, f"no signal {name!r} in {message.name}{suggest(name, names)}")
         return message.get_signal_by_name(name)
 
     def spec(self, message, signal: str):
@@ -165,10 +165,10 @@ def _enum(r: _Reader, table: Any, key: str, builtin_spec, matrix_signal) -> dict
     for name, target in table.items():
         if name not in labels:
             raise r.error(f"{key}.{name}", f"no value {name!r} in the built-in {builtin_spec.name}"
-                                           f"{_suggest(name, [str(x) for x in labels])}")
+                                           f"{suggest(name, [str(x) for x in labels])}")
         if isinstance(target, str):
             if target not in choices:
-                hint = _suggest(target, choices) if choices else " (it has no value table)"
+                hint = suggest(target, choices) if choices else " (it has no value table)"
                 raise r.error(f"{key}.{name}", f"no value {target!r} in {matrix_signal.name}{hint}")
             raw = choices[target]
         elif isinstance(target, int) and not isinstance(target, bool):
@@ -260,7 +260,7 @@ def _raw_of(r: _Reader, value: Any, key: str, signal) -> int:
         return choices[value]
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    raise r.error(key, f"expected a value name of {signal.name} or an integer{_suggest(str(value), choices)}")
+    raise r.error(key, f"expected a value name of {signal.name} or an integer{suggest(str(value), choices)}")
 
 
 def _receive(r, m: _Matrix, node, builtin: Codec, table: dict) -> list[CommandRef]:
@@ -344,7 +344,7 @@ def _e2e(r: _Reader, m: _Matrix, table: dict) -> dict:
             raise r.error(f"{key}.profile", f"missing: one of {', '.join(PROFILES)}")
         profile = r.string(profile, f"{key}.profile")
         if profile not in PROFILES:
-            raise r.error(f"{key}.profile", f"unknown profile {profile!r}{_suggest(profile, PROFILES)}")
+            raise r.error(f"{key}.profile", f"unknown profile {profile!r}{suggest(profile, PROFILES)}")
         if profile == "vendor":
             if "hook" not in value:
                 raise r.error(f"{key}.hook", "missing: a vendor scheme names its factory as 'module:function'")

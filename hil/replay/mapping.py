@@ -13,9 +13,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from bms.input_files import parse_toml
+from bms.input_files import parse_toml, suggest
 
-from ..scenario import ScenarioError, _suggest
+from ..scenario import ScenarioError
 from ..vehicle import Vehicle
 
 __all__ = ["SignalRef", "Product", "Tolerance", "Checks", "ReplayMapping", "load_mapping", "parse_mapping",
@@ -179,7 +179,7 @@ class _Reader:
             raise self.error(key, f"expected a table, found {value!r}")
         for name in value:
             if name not in allowed:
-                raise self.error(f"{key}.{name}", f"unknown key{_suggest(name, allowed)}")
+                raise self.error(f"{key}.{name}", f"unknown key{suggest(name, allowed)}")
         return value
 
     def number(self, value: Any, key: str, *, low: float | None = None, high: float | None = None,
@@ -274,7 +274,7 @@ def parse_mapping(text: str, source: str) -> ReplayMapping:
     r = _Reader(source, text)
     for key in data:
         if key not in TABLES:
-            raise r.error(key, f"unknown table{_suggest(key, TABLES)}")
+            raise r.error(key, f"unknown table{suggest(key, TABLES)}")
         r.table(data[key], key, {"replay": _REPLAY_KEYS, "demand": (*DEMANDS, "motor_speed_rpm", "speed_filter_s"),
                                  "vehicle": _VEHICLE_KEYS, "ambient": _AMBIENT_KEYS, "compare": tuple(COMPARE),
                                  "recorded_pack": _RECORDED_PACK_KEYS, "tolerance": tuple(TOLERANCES),

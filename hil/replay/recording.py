@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 
 from bms.errors import BmsError
+from bms.input_files import suggest
 
-from ..scenario import ScenarioError, _suggest
+from ..scenario import ScenarioError
 from .mapping import Product, ReplayMapping, SignalRef
 
 __all__ = ["ReplayError", "Finding", "RecordedDrive", "read_recording"]
@@ -301,7 +302,7 @@ def _groups(db, dbc_path, mapping: ReplayMapping) -> dict[tuple[int, bool], list
 def _nearest(word: str, names: list[str]) -> str:
     """The scenario loader's suggestion, after a match that differs only in case (SOC, Soc)."""
     same = [n for n in names if n.lower() == word.lower()]
-    return f"; did you mean {same[0]!r}?" if same else _suggest(word, names)
+    return f"; did you mean {same[0]!r}?" if same else suggest(word, names)
 
 
 def _take(msg, groups: list[_Group], samples: dict) -> None:

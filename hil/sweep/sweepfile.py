@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from bms.input_files import parse_toml
+from bms.input_files import parse_toml, suggest
 
 from ..scenario import (
     EXPECT_KINDS,
@@ -44,7 +44,6 @@ from ..scenario import (
     ScenarioError,
     _check_table,
     _Locator,
-    _suggest,
     builtin_scenarios,
     parse_scenario,
 )
@@ -136,7 +135,7 @@ def _base_scenario(ref: str, source: str, line) -> tuple[str, str]:
         resource = resources.files("hil") / "scenarios" / builtins[ref]
         return resource.read_text(encoding="utf-8"), str(resource)
     raise SweepError(source, line, "sweep.scenario", f"no such file {str(beside)!r} or built-in scenario"
-                     f"{_suggest(ref, builtins)}")
+                     f"{suggest(ref, builtins)}")
 
 
 def parse_sweep(text: str, source: str) -> Sweep:
@@ -155,20 +154,20 @@ def _parse_sweep(text: str, source: str) -> Sweep:
     loc = _Locator(text)
     for key in data:
         if key not in _TOP:
-            raise SweepError(source, loc.line(key) or loc.line(None, key), key, f"unknown table{_suggest(key, _TOP)}")
+            raise SweepError(source, loc.line(key) or loc.line(None, key), key, f"unknown table{suggest(key, _TOP)}")
     if "sweep" not in data:
         raise SweepError(source, None, "sweep", "missing: a sweep file needs a [sweep] table")
     head = _check_table(data["sweep"], _SWEEP_KEYS, {"scenario", "design"}, source, loc, "sweep", 0, "sweep")
     design = head["design"]
     if design not in DESIGNS:
         raise SweepError(source, loc.line("sweep", "design"), "sweep.design",
-                         f"unknown design {design!r}{_suggest(design, DESIGNS)}")
+                         f"unknown design {design!r}{suggest(design, DESIGNS)}")
     if head.get("mode", "headless") not in MODES:
         raise SweepError(source, loc.line("sweep", "mode"), "sweep.mode",
-                         f"unknown mode {head['mode']!r}{_suggest(head['mode'], MODES)}")
+                         f"unknown mode {head['mode']!r}{suggest(head['mode'], MODES)}")
     if head.get("seeds", "per_member") not in SEEDS:
         raise SweepError(source, loc.line("sweep", "seeds"), "sweep.seeds",
-                         f"unknown choice {head['seeds']!r}{_suggest(head['seeds'], SEEDS)}")
+                         f"unknown choice {head['seeds']!r}{suggest(head['seeds'], SEEDS)}")
     replicates = head.get("replicates", 1)
     if replicates < 1:
         raise SweepError(source, loc.line("sweep", "replicates"), "sweep.replicates",
@@ -270,7 +269,7 @@ def _parameter(entry, n: int, design: str, base, base_data: dict, source: str, l
         if "levels" in values:
             fail("levels", f"levels are for a grid; design = {design!r} draws {distribution} values")
         if distribution not in DISTRIBUTIONS:
-            fail("distribution", f"unknown distribution {distribution!r}{_suggest(distribution, DISTRIBUTIONS)}")
+            fail("distribution", f"unknown distribution {distribution!r}{suggest(distribution, DISTRIBUTIONS)}")
         needs = {"uniform": ("min", "max"), "loguniform": ("min", "max"), "normal": ("mean", "sigma"),
                  "choice": ("values",)}[distribution]
         for key in needs:
@@ -321,19 +320,19 @@ def check_path(path: str, base, base_data: dict, fail):
     parts = path.split(".")
     root = parts[0].split("[")[0]
     if root not in _ROOTS:
-        fail(f"unknown input {path!r}{_suggest(root, _ROOTS)}")
+        fail(f"unknown input {path!r}{suggest(root, _ROOTS)}")
     if root == "pack_overrides":
         parts = parts[1:]
         root = parts[0] if parts else ""
         if root not in _PACK_SECTIONS:
-            fail(f"expected pack_overrides.SECTION.KEY{_suggest(root, _PACK_SECTIONS)}")
+            fail(f"expected pack_overrides.SECTION.KEY{suggest(root, _PACK_SECTIONS)}")
     if len(parts) != 2:
         fail(f"expected TABLE.KEY (such as ambient.temp_C, cell.capacity_Ah, fault[0].at_s), found {path!r}")
     key = parts[1]
 
     def known(options):
         if key not in options:
-            fail(f"unknown key {key!r} of {parts[0]}{_suggest(key, options)}")
+            fail(f"unknown key {key!r} of {parts[0]}{suggest(key, options)}")
 
     if root == "scenario":
         if key == "seed":
