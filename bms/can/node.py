@@ -374,7 +374,9 @@ class CanNode:
         self._idle_errors = 0
         self._rx_failing_since_ns: int | None = None
         self.last_rx_error: str | None = None
-        self._log_batch: list = []
+        # frames for the log, written in batches; without a log, a deque that keeps nothing (a list here held every
+        # frame of the run: unbounded memory on a long run or a kit session)
+        self._log_batch: list | deque = deque(maxlen=0)
         self._last_bus_ok_ns = 0
         self._started = False
         self._closed = False
@@ -408,6 +410,8 @@ class CanNode:
                 self.bus.shutdown()
             raise
         self.log_paths = [str(p) for p in (self.log.paths if self.log else [])]
+        if self.log is not None:
+            self._log_batch = []
         if self.diag is not None:
             self.diag.attach(self.clock.now_ns, self._send_diag)
 
