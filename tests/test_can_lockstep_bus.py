@@ -95,3 +95,58 @@ def test_own_messages_come_back_unmarked_and_a_closed_handle_refuses():
         bus.recv(0)
     with pytest.raises(can.CanOperationError):
         bus.send(Frame.build(0x321, b"\x07"))
+
+
+def test_heard_names_the_ids_other_handles_take():
+    a, b = LockstepBus("lb-heard"), LockstepBus("lb-heard", can_filters=[_STATUS])
+    try:
+        assert a.heard() == frozenset({(0x100, False)})
+        assert b.heard() is None  # a has no filters: it takes every frame
+        b.set_filters([{"can_id": 0x110, "can_mask": 0x7FF, "extended": False}])
+        assert a.heard() == frozenset({(0x110, False)})
+        plain = can.Bus(interface="virtual", channel="lb-heard")
+        assert a.heard() is None
+        plain.shutdown()
+        assert a.heard() == frozenset({(0x110, False)})
+    finally:
+        a.shutdown()
+        b.shutdown()
+
+
+def _lockstep_run(channel: str, join_at: int | None, ticks: int = 300):
+    """A lockstep loop without a log for ``ticks``; a plain virtual handle listening from tick ``join_at``
+    (None: never). Returns what that handle heard, the node's counters, the VCU's view and the SOC estimate."""
+    from hil.can_loop import CanLoop
+    from hil.runner import build_emulator
+    from hil.scenario import Scenario
+    emulator = build_emulator(Scenario(name="heard", source="<test>", pack="assb60-192s2p", seed=3,
+                                       initial_soc=0.6, dt_s=0.01, ambient_C=25.0, mode="lockstep"), None)
+    loop = CanLoop(emulator, mode="lockstep", channel=channel)
+    listener, heard = None, []
+    try:
+        for k in range(ticks):
+            if k == join_at:
+                listener = can.Bus(interface="virtual", channel=channel, preserve_timestamps=True)
+            current = loop.vcu.tick(k * 0.01, None, emulator.pack.link_voltage_V)
+            loop.tick(current + (80.0 if k > 150 else 0.0), 25.0, 1.0)
+            if listener is not None:
+                heard += [(round(m.timestamp, 6), m.arbitration_id, bytes(m.data)) for m in _drain(listener)]
+        vcu = (loop.vcu.firmware.state, loop.vcu.firmware.discharge_limit_A)
+        return heard, dict(loop.node.counters), vcu, emulator.estimator.pack_soc
+    finally:
+        loop.close()
+        if listener is not None:
+            listener.shutdown()
+
+
+def test_frames_nobody_hears_are_counted_and_a_handle_that_joins_hears_them_all():
+    """Without a log, the node does not build the cyclic frames no handle takes (the VCU model reads two of
+    them): the run is the same as one where a listener hears everything, and a handle that joins mid-run hears
+    every frame a listener present from the start heard from then on."""
+    always, counters, vcu, soc = _lockstep_run("lb-heard-always", join_at=0)
+    late, counters_late, vcu_late, soc_late = _lockstep_run("lb-heard-late", join_at=120)
+    never, counters_never, vcu_never, soc_never = _lockstep_run("lb-heard-never", join_at=None)
+    assert never == [] and len(always) > 1500
+    assert late == [f for f in always if f[0] >= late[0][0]] and late[0][0] <= 1.21
+    assert counters == counters_late == counters_never and counters["tx_frames"] > 1500
+    assert vcu == vcu_late == vcu_never and soc == soc_late == soc_never

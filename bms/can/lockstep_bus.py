@@ -12,7 +12,9 @@ What it does differently, measured on a lockstep run (python-can's virtual ``sen
   two of the BMS's five frames a tick);
 - frames go into the receiver's deque directly: no lock unless a thread is blocked waiting in ``recv``;
 - the copy is ``Frame``'s cheap one (``bms.can.node.Frame``), ``copy.deepcopy`` for any other message;
-- ``recv(0)`` on an empty queue returns at once.
+- ``recv(0)`` on an empty queue returns at once;
+- ``heard()`` says which identifiers another handle on the channel would take, so a sender in lockstep
+  without a log need not build the frames nobody hears (the BMS sends five frames a tick; the VCU reads two).
 
 Frames a plain ``VirtualBus`` sends into a ``LockstepBus``'s queue go through the same filter on ``put``.
 """
@@ -31,6 +33,7 @@ from .node import Frame
 __all__ = ["LockstepBus"]
 
 _LOG = logging.getLogger("can.bus")   # where python-can's BusABC.recv logs "Received: ..."
+_filters_changed = [0]   # bumped when any LockstepBus's filters change: heard() answers anew
 
 
 class _FilteredQueue(queue.Queue):
@@ -116,6 +119,7 @@ class LockstepBus(VirtualBus):
             self.queue = mine
         self._rx = mine.queue
         mine.ids = _exact_ids(self._filters)
+        self._heard_cache: tuple = ((), None)
 
     def _apply_filters(self, filters) -> None:
         """Filters act when a frame is queued (``BusABC.set_filters`` stores them in ``_filters``); filters
@@ -123,6 +127,19 @@ class LockstepBus(VirtualBus):
         queue_ = getattr(self, "queue", None)
         if isinstance(queue_, _FilteredQueue):
             queue_.ids = _exact_ids(filters)
+        _filters_changed[0] += 1
+
+    def heard(self) -> frozenset | None:
+        """The (id, extended) pairs some other handle on this channel would receive from this one, or None if
+        any frame may be heard (a plain virtual handle, filters other than exact identifiers, or this handle
+        receiving its own frames). Recomputed only when a handle joins or leaves or a filter changes."""
+        key = (*self.channel, _filters_changed[0])
+        cached_key, result = self._heard_cache
+        if key == cached_key:
+            return result
+        result = None if self.receive_own_messages else _ids_heard(self.channel, self.queue)
+        self._heard_cache = (key, result)
+        return result
 
     def _recv_internal(self, timeout):
         self._check_if_open()
@@ -182,6 +199,17 @@ class LockstepBus(VirtualBus):
                 all_sent = False
         if not all_sent:
             raise can.CanOperationError("Could not send message to one or more recipients")
+
+
+def _ids_heard(channel, mine) -> frozenset | None:
+    ids: set = set()
+    for bus_queue in channel:
+        if bus_queue is mine:
+            continue
+        if type(bus_queue) is not _FilteredQueue or bus_queue.ids is None:
+            return None
+        ids |= bus_queue.ids
+    return frozenset(ids)
 
 
 def _exact_ids(filters) -> frozenset | None:

@@ -412,6 +412,10 @@ class CanNode:
         self.log_paths = [str(p) for p in (self.log.paths if self.log else [])]
         if self.log is not None:
             self._log_batch = []
+        # lockstep on a LockstepBus without a log: the cyclic frames no other handle takes are not built
+        self._heard = getattr(self.bus, "heard", None) if self.log is None and not self.clock.realtime \
+            and self._echoes is None else None
+        self._heard_when_prepared: frozenset | None = None
         if self.diag is not None:
             self.diag.attach(self.clock.now_ns, self._send_diag)
 
@@ -678,32 +682,44 @@ class CanNode:
             due = table[(t_ns // self.period_ns) % len(table)]
         else:
             due = [task.payload for task in self._scheduler.pop_due(t_ns)]
+        heard = self._heard() if self._heard is not None else None
         for tx in due:
             counter = tx.counter  # 0 for a message without E2E
             if tx.pages is not None:
                 page = tx.pages[tx.page_index]
                 tx.page_index = (tx.page_index + 1) % len(tx.pages)
-                values = tx.values(page)
-                data = None
             else:
                 page = None
-                values = tx.values(None)
-                if values == tx.last_values:  # encoding is a function of (counter, values) alone
-                    data = tx.last_data.get(counter)
-                else:
-                    tx.last_values = values
-                    tx.last_data = {}
-                    data = None
-            if data is None:
-                try:
-                    data = tx.fast[page](counter, *values) if tx.e2e else tx.fast[page](*values)
-                except (ValueError, OverflowError, TypeError):  # NaN, inf ...: the saturating path
-                    data = tx.encoders[page](counter, *values) if tx.e2e else tx.encoders[page](*values)
-                if page is None:
-                    tx.last_data[counter] = data
             if tx.e2e:
                 tx.counter = (counter + 1) & tx.counter_mask
-            append((tx.stats_ns, _tx_frame(Frame, tx.frame_id, data, tx.is_extended_id, tx.is_fd, tx.brs)))
+            if heard is not None and (tx.frame_id, tx.is_extended_id) not in heard:
+                append((tx.stats_ns, (tx, page, counter)))  # nobody hears it, nothing logs it: built if that changes
+                continue
+            append((tx.stats_ns, self._frame_of(tx, page, counter)))
+        if heard is not None:
+            self._heard_when_prepared = heard
+
+    @staticmethod
+    def _frame_of(tx: _TxTask, page, counter: int) -> Frame:
+        if page is not None:
+            values = tx.values(page)
+            data = None
+        else:
+            values = tx.values(None)
+            if values == tx.last_values:  # encoding is a function of (counter, values) alone
+                data = tx.last_data.get(counter)
+            else:
+                tx.last_values = values
+                tx.last_data = {}
+                data = None
+        if data is None:
+            try:
+                data = tx.fast[page](counter, *values) if tx.e2e else tx.fast[page](*values)
+            except (ValueError, OverflowError, TypeError):  # NaN, inf ...: the saturating path
+                data = tx.encoders[page](counter, *values) if tx.e2e else tx.encoders[page](*values)
+            if page is None:
+                tx.last_data[counter] = data
+        return _tx_frame(Frame, tx.frame_id, data, tx.is_extended_id, tx.is_fd, tx.brs)
 
     def _prepare_firmware(self) -> None:
         """An external BMS firmware's frames of its last step, sent at the next deadline."""
@@ -744,7 +760,14 @@ class CanNode:
                     if echoes is not None:
                         echoes.append(_echo_key(msg))
             else:  # simulated time: every frame of the tick carries the tick's time
+                if self._heard is not None and self._heard_when_prepared is not None \
+                        and self._heard() != self._heard_when_prepared:  # a handle joined: build what it hears
+                    prepared[:] = [(st, self._frame_of(*msg) if type(msg) is tuple else msg) for st, msg in prepared]
                 for st, msg in prepared:
+                    if type(msg) is tuple:  # heard by nobody: counted and timed as sent
+                        sent += 1
+                        st(t_ns)
+                        continue
                     msg.timestamp = stamp
                     try:
                         send(msg)
