@@ -35,7 +35,7 @@ from collections import deque
 from collections.abc import Callable
 from copy import deepcopy
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import can
 
@@ -375,8 +375,8 @@ class CanNode:
         self._rx_failing_since_ns: int | None = None
         self.last_rx_error: str | None = None
         # frames for the log, written in batches; without a log, a deque that keeps nothing (a list here held every
-        # frame of the run: unbounded memory on a long run or a kit session)
-        self._log_batch: list | deque = deque(maxlen=0)
+        # frame of the run: unbounded memory on a long run or a kit session). Only a log's batch is ever written.
+        self._log_batch: list = cast(list, deque(maxlen=0))
         self._last_bus_ok_ns = 0
         self._started = False
         self._closed = False
