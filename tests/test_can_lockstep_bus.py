@@ -108,6 +108,8 @@ def test_heard_names_the_ids_other_handles_take():
         assert a.heard() is None
         plain.shutdown()
         assert a.heard() == frozenset({(0x110, False)})
+        a.shutdown()
+        assert a.heard() is None  # its sender tries, and meets the closed bus's error
     finally:
         a.shutdown()
         b.shutdown()

@@ -132,7 +132,10 @@ class LockstepBus(VirtualBus):
     def heard(self) -> frozenset | None:
         """The (id, extended) pairs some other handle on this channel would receive from this one, or None if
         any frame may be heard (a plain virtual handle, filters other than exact identifiers, or this handle
-        receiving its own frames). Recomputed only when a handle joins or leaves or a filter changes."""
+        receiving its own frames; a closed handle, so that its sender meets python-can's error). Recomputed only
+        when a handle joins or leaves or a filter changes."""
+        if not self._open:
+            return None
         key = (*self.channel, _filters_changed[0])
         cached_key, result = self._heard_cache
         if key == cached_key:
