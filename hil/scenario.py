@@ -488,7 +488,7 @@ def _frame_injections(entries, source, loc) -> tuple:
         e2e = options.get("e2e", "valid")
         if e2e not in E2E_CHOICES:
             raise ScenarioError(source, loc.line("frame", "e2e", n), f"{where}.e2e",
-                                f"unknown choice {e2e!r}{suggest(e2e, E2E_CHOICES)}; expected one of "
+                                f"unknown choice {e2e!r}{suggest(e2e, E2E_CHOICES, list_all=False)}; expected one of "
                                 f"{', '.join(E2E_CHOICES)}")
         if "e2e" in options and message.e2e is None:
             raise ScenarioError(source, loc.line("frame", "e2e", n), f"{where}.e2e",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import textwrap
 
 import pytest
@@ -57,7 +58,6 @@ VCU_TIMEOUT = "1A1087"
 
 def _udp_counters(ns) -> str:
     """The namespace's UDP counters (datagrams dropped for a full receive buffer: RcvbufErrors), for a failure."""
-    import subprocess
     snmp = subprocess.run(["ip", "netns", "exec", ns, "cat", "/proc/net/snmp"], capture_output=True, text=True).stdout
     sockets = subprocess.run(["ip", "netns", "exec", ns, "ss", "-uamnp"], capture_output=True, text=True).stdout
     return "\n" + "\n".join(line for line in snmp.splitlines() if line.startswith("Udp:")) + "\n" + sockets

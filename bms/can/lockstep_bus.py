@@ -33,7 +33,6 @@ from .node import Frame
 __all__ = ["LockstepBus"]
 
 _LOG = logging.getLogger("can.bus")   # where python-can's BusABC.recv logs "Received: ..."
-_filters_changed = [0]   # bumped when any LockstepBus's filters change: heard() answers anew
 
 
 class _FilteredQueue(queue.Queue):
@@ -105,6 +104,8 @@ class LockstepBus(VirtualBus):
     """A python-can virtual bus handle (same channels as ``interface="virtual"``) with acceptance filtering
     at the sender and lock-free delivery; see the module docstring."""
 
+    filters_version = 0   # bumped when any handle's filters change: heard() answers anew
+
     def __init__(self, channel="channel-0", receive_own_messages: bool = False, preserve_timestamps: bool = True,
                  **kwargs):
         if kwargs.get("rx_queue_size"):
@@ -127,7 +128,7 @@ class LockstepBus(VirtualBus):
         queue_ = getattr(self, "queue", None)
         if isinstance(queue_, _FilteredQueue):
             queue_.ids = _exact_ids(filters)
-        _filters_changed[0] += 1
+        LockstepBus.filters_version += 1
 
     def heard(self) -> frozenset | None:
         """The (id, extended) pairs some other handle on this channel would receive from this one, or None if
@@ -136,7 +137,7 @@ class LockstepBus(VirtualBus):
         when a handle joins or leaves or a filter changes."""
         if not self._open:
             return None
-        key = (*self.channel, _filters_changed[0])
+        key = (*self.channel, LockstepBus.filters_version)
         cached_key, result = self._heard_cache
         if key == cached_key:
             return result

@@ -374,9 +374,6 @@ class CanNode:
         self._idle_errors = 0
         self._rx_failing_since_ns: int | None = None
         self.last_rx_error: str | None = None
-        # frames for the log, written in batches; without a log, a deque that keeps nothing (a list here held every
-        # frame of the run: unbounded memory on a long run or a kit session). Only a log's batch is ever written.
-        self._log_batch: list = cast(list, deque(maxlen=0))
         self._last_bus_ok_ns = 0
         self._started = False
         self._closed = False
@@ -410,12 +407,13 @@ class CanNode:
                 self.bus.shutdown()
             raise
         self.log_paths = [str(p) for p in (self.log.paths if self.log else [])]
-        if self.log is not None:
-            self._log_batch = []
+        # frames for the log, written in batches; without a log, a deque that keeps nothing (a list here held every
+        # frame of the run: unbounded memory on a long run or a kit session). Only a log's batch is ever written.
+        self._log_batch: list = [] if self.log is not None else cast(list, deque(maxlen=0))
         # lockstep on a LockstepBus without a log: the cyclic frames no other handle takes are not built
         self._heard = getattr(self.bus, "heard", None) if self.log is None and not self.clock.realtime \
             and self._echoes is None else None
-        self._heard_when_prepared: frozenset | None = None
+        self._deferred_for: frozenset | None = None   # what heard() said when frames were left unbuilt
         if self.diag is not None:
             self.diag.attach(self.clock.now_ns, self._send_diag)
 
@@ -683,6 +681,7 @@ class CanNode:
         else:
             due = [task.payload for task in self._scheduler.pop_due(t_ns)]
         heard = self._heard() if self._heard is not None else None
+        self._deferred_for = None
         for tx in due:
             counter = tx.counter  # 0 for a message without E2E
             if tx.pages is not None:
@@ -694,10 +693,9 @@ class CanNode:
                 tx.counter = (counter + 1) & tx.counter_mask
             if heard is not None and (tx.frame_id, tx.is_extended_id) not in heard:
                 append((tx.stats_ns, (tx, page, counter)))  # nobody hears it, nothing logs it: built if that changes
+                self._deferred_for = heard
                 continue
             append((tx.stats_ns, self._frame_of(tx, page, counter)))
-        if heard is not None:
-            self._heard_when_prepared = heard
 
     @staticmethod
     def _frame_of(tx: _TxTask, page, counter: int) -> Frame:
@@ -760,8 +758,9 @@ class CanNode:
                     if echoes is not None:
                         echoes.append(_echo_key(msg))
             else:  # simulated time: every frame of the tick carries the tick's time
-                if self._heard is not None and self._heard_when_prepared is not None \
-                        and self._heard() != self._heard_when_prepared:  # a handle joined: build what it hears
+                deferred_for = self._deferred_for
+                if deferred_for is not None and self._heard is not None and self._heard() is not deferred_for:
+                    # a handle joined, left or changed its filters since: build what was left unbuilt
                     prepared[:] = [(st, self._frame_of(*msg) if type(msg) is tuple else msg) for st, msg in prepared]
                 for st, msg in prepared:
                     if type(msg) is tuple:  # heard by nobody: counted and timed as sent
