@@ -430,3 +430,23 @@ def test_parse_sweep_accepts_a_built_in_base_scenario():
     ms = members(sweep)
     r0 = [parse_scenario(m.text, m.source).pack_overrides["cell"]["r0_ohm"] for m in ms]
     assert r0[1] / r0[0] == pytest.approx(1.5) and math.isclose(r0[0], 0.0015)
+
+
+def test_the_status_line_gives_long_members_per_hour(monkeypatch):
+    import io
+
+    from hil.sweep import progress
+    clock = [1000.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
+    out = io.StringIO()
+    lines = progress.SweepStatusLines(every_s=0.0, stream=out)
+    lines.start(8, 0)
+    clock[0] += 100.0
+    lines.update(2, 0, 0)   # two 10-minute drives in 100 s: 0.02 a second
+    clock[0] += 100.0
+    lines.update(8, 0, 0)   # then eight in 200 s: 0.04 a second
+    printed = out.getvalue().splitlines()
+    assert "72 members/h" in printed[1] and "144 members/h" in printed[2], printed
+    fast = progress.SweepStatusLines(every_s=0.0, stream=out)
+    fast.start(200, 0)
+    assert fast.rate_text(0) == "0.0 members/s"

@@ -21,6 +21,11 @@ class _Rate:
         wall = time.monotonic() - self._start
         return done / wall if wall > 0 else 0.0
 
+    def rate_text(self, done: int) -> str:
+        """Members per second, or per hour for long members (a 10-minute drive runs well under one a second)."""
+        rate = self.rate(done)
+        return f"{rate:.1f} members/s" if rate >= 1.0 or done == 0 else f"{rate * 3600:.0f} members/h"
+
 
 class SweepBar(_Rate):
     def __init__(self):
@@ -29,17 +34,17 @@ class SweepBar(_Rate):
         self.progress = Progress(TextColumn("[bold]members"), BarColumn(),
                                  TextColumn("{task.completed:.0f}/{task.total:.0f}"),
                                  TextColumn("[red]{task.fields[failed]} failed[/] {task.fields[errors]} errors"),
-                                 TextColumn("{task.fields[rate]:.1f}/s"), TimeElapsedColumn(), TimeRemainingColumn())
+                                 TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn())
         self.task = None
 
     def start(self, total: int, skipped: int) -> None:
         super().start(total, skipped)
-        self.task = self.progress.add_task("sweep", total=total, completed=skipped, failed=0, errors=0, rate=0.0)
+        self.task = self.progress.add_task("sweep", total=total, completed=skipped, failed=0, errors=0, rate="")
         self.progress.start()
 
     def update(self, done: int, failed: int, errors: int) -> None:
         self.progress.update(self.task, completed=self.skipped + done, failed=failed, errors=errors,
-                             rate=self.rate(done))
+                             rate=self.rate_text(done))
 
     def close(self) -> None:
         self.progress.stop()
@@ -74,7 +79,7 @@ class SweepStatusLines(_Rate):
         finished = self.skipped + done
         share = f" ({100.0 * finished / self.total:.0f} %)" if self.total else ""
         return (f"{finished} of {self.total} members{share}, {failed} failed, {errors} errors, "
-                f"{self.rate(done):.1f} members/s, {time.monotonic() - self._start:.0f} s wall")
+                f"{self.rate_text(done)}, {time.monotonic() - self._start:.0f} s wall")
 
     def close(self) -> None:
         self._print("ended: " + self._line())
