@@ -75,7 +75,12 @@ KS_REG_MII = 5
 KS_REG_TIME = 6
 KS_VSUM = 7            # V, last sum of the valid cell readings
 KS_LP_I = 8            # A, low-passed current
-N_KS = 9
+KS_REG_MU = 9          # Ah, stack-pressure regression: moments of the throughput since each sample (u) ...
+KS_REG_MUU = 10        # Ah^2
+KS_REG_MUI = 11        # Ah A, ... and of u with the current
+N_KS = 12
+REG_U_RIDGE = 1e-6     # Ah^2 added to u's variance: with no throughput in the window (rest) the regression is on
+                       # the current alone
 
 # outputs (kernel -> Python), refreshed by the slow task
 OUT_V_MIN = 0
@@ -144,6 +149,7 @@ class ProtectionState:
         self.lp_v = np.full(ns, np.nan)                         # V, low-passed group voltages
         self.reg_mv = np.zeros(ns)
         self.reg_miv = np.zeros(ns)
+        self.reg_mud = np.zeros(ns)                             # moment of u with each group's deviation
         self.ratio = np.ones(ns)
         self.group_soc = np.full(ns, np.nan)                   # balancing input (from the estimator)
         self.scratch = np.zeros(max(ns, nt) + 1)

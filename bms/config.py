@@ -165,8 +165,10 @@ class BmsConfig:
     pack_mismatch_debounce_s: tuple = _c([1.0, 1.0, 1.0], debounce_triple)
     voltage_mismatch_hysteresis_V: float = _c(2.0, non_negative)
     # --- stack pressure: 1 + (a group's resistance over the pack mean, from a running regression of the
-    #     low-passed voltage deviations on the low-passed current) / datasheet R0 of a group --------------
-    stack_pressure_warning_ratio: float = _c(1.4, threshold, "healthy 192s2p packs stay below ~1.25")
+    #     low-passed voltage deviations on the low-passed current and the charge throughput, each moment
+    #     normalised by its weights) / datasheet R0 of a group ----------------------------------------------
+    stack_pressure_warning_ratio: float = _c(1.4, threshold, "healthy 192s2p packs stay below ~1.3 (UDDS "
+                                             "0-40 degC 1.12-1.19, DC fast charge 25-35 degC 1.26-1.29)")
     stack_pressure_error_ratio: float = _c(2.5, threshold)
     stack_pressure_emergency_ratio: float = _c(INF, threshold)
     stack_pressure_debounce_s: tuple = _c([20.0, 20.0, 20.0], debounce_triple)

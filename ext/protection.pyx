@@ -54,6 +54,8 @@ cdef int OUT_T_MIN = L.OUT_T_MIN, OUT_T_MAX = L.OUT_T_MAX, OUT_T_MIN_IDX = L.OUT
 cdef int OUT_T_MAX_IDX = L.OUT_T_MAX_IDX, OUT_N_VALID_T = L.OUT_N_VALID_T, OUT_RATIO_MAX = L.OUT_RATIO_MAX
 cdef int OUT_RATIO_IDX = L.OUT_RATIO_IDX, OUT_R_REF = L.OUT_R_REF, OUT_SLOW_DT = L.OUT_SLOW_DT
 cdef int IN_R_REF = L.IN_R_REF, PAR_LP_TAU = L.PAR_LP_TAU, KS_LP_I = L.KS_LP_I
+cdef int KS_REG_MU = L.KS_REG_MU, KS_REG_MUU = L.KS_REG_MUU, KS_REG_MUI = L.KS_REG_MUI
+cdef double REG_U_RIDGE = L.REG_U_RIDGE
 
 
 cdef inline int raw3(double x, double t0, double t1, double t2) noexcept nogil:
@@ -163,6 +165,7 @@ cdef class ProtectionKernel:
     cdef double* lp_v
     cdef double* reg_mv
     cdef double* reg_miv
+    cdef double* reg_mud
     cdef double* ratio
     cdef double* group_soc
     cdef double* scratch
@@ -214,6 +217,7 @@ cdef class ProtectionKernel:
         self.lp_v = dptr(s.lp_v, ns, "lp_v", owners)
         self.reg_mv = dptr(s.reg_mv, ns, "reg_mv", owners)
         self.reg_miv = dptr(s.reg_miv, ns, "reg_miv", owners)
+        self.reg_mud = dptr(s.reg_mud, ns, "reg_mud", owners)
         self.ratio = dptr(s.ratio, ns, "ratio", owners)
         self.group_soc = dptr(s.group_soc, ns, "group_soc", owners)
         self.scratch = dptr(s.scratch, (ns if ns > nt else nt) + 1, "scratch", owners)
@@ -451,11 +455,15 @@ cdef class ProtectionKernel:
         self._slow_scalar(P_PACK, fabs(r[ns + nt + 1] - v_sum) if n_valid == ns else 0.0, dts, -1)
 
         # stack pressure: each group's resistance above the pack mean, from a running regression of its
-        # low-passed voltage deviation (from the mean of the valid groups) on the low-passed current
-        cdef double lam, a, mi, var, mean, lp_i, d, r_ref = self.inp[IN_R_REF], best = 0.0
+        # low-passed voltage deviation (from the mean of the valid groups) on the low-passed current and on the
+        # charge throughput: the deviations of groups at different SOCs drift apart as the pack charges or
+        # discharges (their OCV slopes differ), and in a long charge that drift follows the current's one step
+        cdef double lam, a, w, w_old, mi, mu, var, suu, siu, sid, sud, mean, lp_i, d, dq
+        cdef double r_ref = self.inp[IN_R_REF], best = 0.0
         cdef int own_sp = 0, i_best = -1
         cdef double* mv = self.reg_mv
         cdef double* miv = self.reg_miv
+        cdef double* mud = self.reg_mud
         cdef double* ratio = self.ratio
         cdef double* lp_v = self.lp_v
         if isfinite(I) and n_valid >= 2:
@@ -472,21 +480,36 @@ cdef class ProtectionKernel:
                         lp_v[c] = lp_v[c] + a * (r[c] - lp_v[c])
                     mean = mean + lp_v[c]
             mean = mean / n_valid
+            # u of a sample: Ah out of the pack since it; every past sample's u grows by this step's dq. The
+            # moments are weighted sums whose weights add up to w < 1 early on: normalised by w, they are the
+            # window's own (unnormalised, they counted a phantom rest with no deviation before the first sample)
+            dq = lp_i * dts / 3600.0
+            w_old = 1.0 - exp(-ks[KS_REG_TIME] / par[PAR_REG_TAU])
+            ks[KS_REG_MUU] = lam * (ks[KS_REG_MUU] + 2.0 * dq * ks[KS_REG_MU] + dq * dq * w_old)
+            ks[KS_REG_MUI] = lam * (ks[KS_REG_MUI] + dq * ks[KS_REG_MI])
+            ks[KS_REG_MU] = lam * (ks[KS_REG_MU] + dq * w_old)
             ks[KS_REG_MI] = lam * ks[KS_REG_MI] + (1.0 - lam) * lp_i
             ks[KS_REG_MII] = lam * ks[KS_REG_MII] + (1.0 - lam) * (lp_i * lp_i)
             for c in range(ns):
                 if valid[c]:
                     d = lp_v[c] - mean
+                    mud[c] = lam * (mud[c] + dq * mv[c])
                     mv[c] = lam * mv[c] + (1.0 - lam) * d
                     miv[c] = lam * miv[c] + (1.0 - lam) * (d * lp_i)
             ks[KS_REG_TIME] = ks[KS_REG_TIME] + dts
-            mi = ks[KS_REG_MI]
-            var = ks[KS_REG_MII] - mi * mi
+            w = 1.0 - exp(-ks[KS_REG_TIME] / par[PAR_REG_TAU])
+            mi = ks[KS_REG_MI] / w
+            mu = ks[KS_REG_MU] / w
+            suu = ks[KS_REG_MUU] / w - mu * mu + REG_U_RIDGE
+            siu = ks[KS_REG_MUI] / w - mi * mu
+            var = ks[KS_REG_MII] / w - mi * mi - siu * siu / suu  # the current's variation the throughput leaves
             if ks[KS_REG_TIME] >= par[PAR_REG_TAU] and var >= par[PAR_REG_MIN_VAR] and r_ref > 0.0:
                 thr = self.thr + 4 * P_SP
                 deb = self.deb + 4 * P_SP
                 for c in range(ns):
-                    x = 1.0 + (-(miv[c] - mi * mv[c]) / var) / r_ref
+                    sid = miv[c] / w - mi * mv[c] / w
+                    sud = mud[c] / w - mu * mv[c] / w
+                    x = 1.0 + (-(sid - sud * siu / suu) / var) / r_ref
                     ratio[c] = x
                     if not valid[c]:
                         reset4(self.tm_group + 4 * c, self.lv_group + c)

@@ -228,7 +228,8 @@ class ProtectionKernel:
         self._slow_scalar(P.PACK_VOLTAGE_MISMATCH, x, dts, -1)
 
         # stack pressure: each group's resistance above the pack mean, from a running regression of its
-        # low-passed voltage deviation (from the mean of the valid groups) on the low-passed current
+        # low-passed voltage deviation (from the mean of the valid groups) on the low-passed current and on the
+        # charge throughput (the deviations of groups at different SOCs drift apart as the pack (dis)charges)
         if math.isfinite(I) and n_valid >= 2:
             a = 1.0 - math.exp(-dts / par[L.PAR_LP_TAU])
             lam = math.exp(-dts / par[L.PAR_REG_TAU])
@@ -237,16 +238,29 @@ class ProtectionKernel:
             s.lp_v[:] = np.where(valid, np.where(np.isnan(s.lp_v), v, s.lp_v + a * (v - s.lp_v)), s.lp_v)
             mean = seq_sum(s.lp_v[valid]) / n_valid
             d = s.lp_v - mean
+            # u of a sample: Ah out of the pack since it; weighted sums normalised by their weights' sum w
+            dq = lp_i * dts / 3600.0
+            w_old = 1.0 - math.exp(-ks[L.KS_REG_TIME] / par[L.PAR_REG_TAU])
+            ks[L.KS_REG_MUU] = lam * (ks[L.KS_REG_MUU] + 2.0 * dq * ks[L.KS_REG_MU] + dq * dq * w_old)
+            ks[L.KS_REG_MUI] = lam * (ks[L.KS_REG_MUI] + dq * ks[L.KS_REG_MI])
+            ks[L.KS_REG_MU] = lam * (ks[L.KS_REG_MU] + dq * w_old)
             ks[L.KS_REG_MI] = lam * ks[L.KS_REG_MI] + (1.0 - lam) * lp_i
             ks[L.KS_REG_MII] = lam * ks[L.KS_REG_MII] + (1.0 - lam) * (lp_i * lp_i)
+            s.reg_mud[:] = np.where(valid, lam * (s.reg_mud + dq * s.reg_mv), s.reg_mud)
             s.reg_mv[:] = np.where(valid, lam * s.reg_mv + (1.0 - lam) * d, s.reg_mv)
             s.reg_miv[:] = np.where(valid, lam * s.reg_miv + (1.0 - lam) * (d * lp_i), s.reg_miv)
             ks[L.KS_REG_TIME] += dts
-            mi = ks[L.KS_REG_MI]
-            var = ks[L.KS_REG_MII] - mi * mi
+            w = 1.0 - math.exp(-ks[L.KS_REG_TIME] / par[L.PAR_REG_TAU])
+            mi = ks[L.KS_REG_MI] / w
+            mu = ks[L.KS_REG_MU] / w
+            suu = ks[L.KS_REG_MUU] / w - mu * mu + L.REG_U_RIDGE
+            siu = ks[L.KS_REG_MUI] / w - mi * mu
+            var = ks[L.KS_REG_MII] / w - mi * mi - siu * siu / suu
             r_ref = inp[L.IN_R_REF]
             if ks[L.KS_REG_TIME] >= par[L.PAR_REG_TAU] and var >= par[L.PAR_REG_MIN_VAR] and r_ref > 0.0:
-                s.ratio[:] = 1.0 + (-(s.reg_miv - mi * s.reg_mv) / var) / r_ref
+                sid = s.reg_miv / w - mi * s.reg_mv / w
+                sud = s.reg_mud / w - mu * s.reg_mv / w
+                s.ratio[:] = 1.0 + (-(sid - sud * siu / suu) / var) / r_ref
                 thr = s.thr[P.STACK_PRESSURE_LOSS]
                 x = s.ratio
                 debounce(raw_levels(x, thr[0], thr[1], thr[2]), clear_ok_over(x, thr, s.lv_group),
