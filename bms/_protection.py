@@ -81,6 +81,8 @@ KS_REG_MUI = 11        # Ah A, ... and of u with the current
 N_KS = 12
 REG_U_RIDGE = 1e-6     # Ah^2 added to u's variance: with no throughput in the window (rest) the regression is on
                        # the current alone
+REG_MIN_REL_VAR = 0.01  # the current's variance in the window at least (10 % of its mean)^2: one step long ago, a
+                        # sliver of the window's weight, is not a measurement of resistance (a charge's start)
 
 # outputs (kernel -> Python), refreshed by the slow task
 OUT_V_MIN = 0

@@ -55,7 +55,7 @@ cdef int OUT_T_MAX_IDX = L.OUT_T_MAX_IDX, OUT_N_VALID_T = L.OUT_N_VALID_T, OUT_R
 cdef int OUT_RATIO_IDX = L.OUT_RATIO_IDX, OUT_R_REF = L.OUT_R_REF, OUT_SLOW_DT = L.OUT_SLOW_DT
 cdef int IN_R_REF = L.IN_R_REF, PAR_LP_TAU = L.PAR_LP_TAU, KS_LP_I = L.KS_LP_I
 cdef int KS_REG_MU = L.KS_REG_MU, KS_REG_MUU = L.KS_REG_MUU, KS_REG_MUI = L.KS_REG_MUI
-cdef double REG_U_RIDGE = L.REG_U_RIDGE
+cdef double REG_U_RIDGE = L.REG_U_RIDGE, REG_MIN_REL_VAR = L.REG_MIN_REL_VAR
 
 
 cdef inline int raw3(double x, double t0, double t1, double t2) noexcept nogil:
@@ -503,7 +503,8 @@ cdef class ProtectionKernel:
             suu = ks[KS_REG_MUU] / w - mu * mu + REG_U_RIDGE
             siu = ks[KS_REG_MUI] / w - mi * mu
             var = ks[KS_REG_MII] / w - mi * mi - siu * siu / suu  # the current's variation the throughput leaves
-            if ks[KS_REG_TIME] >= par[PAR_REG_TAU] and var >= par[PAR_REG_MIN_VAR] and r_ref > 0.0:
+            if ks[KS_REG_TIME] >= par[PAR_REG_TAU] and var >= par[PAR_REG_MIN_VAR] and var >= REG_MIN_REL_VAR * mi * mi \
+                    and r_ref > 0.0:
                 thr = self.thr + 4 * P_SP
                 deb = self.deb + 4 * P_SP
                 for c in range(ns):

@@ -257,7 +257,8 @@ class ProtectionKernel:
             siu = ks[L.KS_REG_MUI] / w - mi * mu
             var = ks[L.KS_REG_MII] / w - mi * mi - siu * siu / suu
             r_ref = inp[L.IN_R_REF]
-            if ks[L.KS_REG_TIME] >= par[L.PAR_REG_TAU] and var >= par[L.PAR_REG_MIN_VAR] and r_ref > 0.0:
+            if ks[L.KS_REG_TIME] >= par[L.PAR_REG_TAU] and var >= par[L.PAR_REG_MIN_VAR] \
+                    and var >= L.REG_MIN_REL_VAR * mi * mi and r_ref > 0.0:
                 sid = s.reg_miv / w - mi * s.reg_mv / w
                 sud = s.reg_mud / w - mu * s.reg_mv / w
                 s.ratio[:] = 1.0 + (-(sid - sud * siu / suu) / var) / r_ref
