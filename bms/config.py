@@ -168,7 +168,7 @@ class BmsConfig:
     #     low-passed voltage deviations on the low-passed current and the charge throughput, each moment
     #     normalised by its weights) / datasheet R0 of a group ----------------------------------------------
     stack_pressure_warning_ratio: float = _c(1.4, threshold, "healthy 192s2p packs stay below ~1.3 (UDDS "
-                                             "0-40 degC 1.12-1.19, DC fast charge 25-35 degC 1.26-1.29)")
+                                             "0-40 degC 1.12-1.19, DC fast charge 25-35 degC 1.20-1.29)")
     stack_pressure_error_ratio: float = _c(2.5, threshold)
     stack_pressure_emergency_ratio: float = _c(INF, threshold)
     stack_pressure_debounce_s: tuple = _c([20.0, 20.0, 20.0], debounce_triple)
