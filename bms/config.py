@@ -177,6 +177,13 @@ class BmsConfig:
     stack_pressure_filter_s: float = _c(10.0, positive, "low-pass before the regression: weights the "
                                         "interfacial (tau1) resistance in")
     stack_pressure_min_current_A: float = _c(10.0, positive, "rms current variation needed to judge")
+    stack_pressure_soc_min: float = _c(0.10, unit_interval, "judged only while every group's SOC estimate lies in "
+                                       "[min, max]: below 10 % the OCV is 4-13x steeper than at mid SOC and the "
+                                       "deviations of groups of different capacity outgrow the throughput term "
+                                       "(healthy groups read 1.45 in a US06 and 1.6 in a derated constant-power "
+                                       "discharge near empty, 1.11-1.14 in a US06 at 10-15 %)")
+    stack_pressure_soc_max: float = _c(1.0, unit_interval, "(a US06 from 99.5 % read at most 1.19); the "
+                                       "regression restarts on each entry into the window")
     stack_pressure_derate: float = _c(0.5, unit_interval)
     # --- contactors and precharge -----------------------------------------------------------------
     precharge_fraction: float = _c(0.95, fraction, "of the pack voltage on the DC link")

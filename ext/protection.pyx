@@ -53,7 +53,7 @@ cdef int OUT_V_MAX_IDX = L.OUT_V_MAX_IDX, OUT_V_SUM = L.OUT_V_SUM, OUT_N_VALID_V
 cdef int OUT_T_MIN = L.OUT_T_MIN, OUT_T_MAX = L.OUT_T_MAX, OUT_T_MIN_IDX = L.OUT_T_MIN_IDX
 cdef int OUT_T_MAX_IDX = L.OUT_T_MAX_IDX, OUT_N_VALID_T = L.OUT_N_VALID_T, OUT_RATIO_MAX = L.OUT_RATIO_MAX
 cdef int OUT_RATIO_IDX = L.OUT_RATIO_IDX, OUT_R_REF = L.OUT_R_REF, OUT_SLOW_DT = L.OUT_SLOW_DT
-cdef int IN_R_REF = L.IN_R_REF, PAR_LP_TAU = L.PAR_LP_TAU, KS_LP_I = L.KS_LP_I
+cdef int IN_R_REF = L.IN_R_REF, PAR_LP_TAU = L.PAR_LP_TAU, KS_LP_I = L.KS_LP_I, IN_SP_SOC_OK = L.IN_SP_SOC_OK
 cdef int KS_REG_MU = L.KS_REG_MU, KS_REG_MUU = L.KS_REG_MUU, KS_REG_MUI = L.KS_REG_MUI
 cdef double REG_U_RIDGE = L.REG_U_RIDGE, REG_MIN_REL_VAR = L.REG_MIN_REL_VAR
 
@@ -461,12 +461,14 @@ cdef class ProtectionKernel:
         cdef double lam, a, w, w_old, mi, mu, var, suu, siu, sid, sud, mean, lp_i, d, dq
         cdef double r_ref = self.inp[IN_R_REF], best = 0.0
         cdef int own_sp = 0, i_best = -1
+        cdef bint sp_soc_ok
         cdef double* mv = self.reg_mv
         cdef double* miv = self.reg_miv
         cdef double* mud = self.reg_mud
         cdef double* ratio = self.ratio
         cdef double* lp_v = self.lp_v
         if isfinite(I) and n_valid >= 2:
+            sp_soc_ok = self.inp[IN_SP_SOC_OK] == 1.0
             a = 1.0 - exp(-dts / par[PAR_LP_TAU])
             lam = exp(-dts / par[PAR_REG_TAU])
             lp_i = I if ks[KS_LP_I] != ks[KS_LP_I] else ks[KS_LP_I] + a * (I - ks[KS_LP_I])
@@ -480,6 +482,13 @@ cdef class ProtectionKernel:
                         lp_v[c] = lp_v[c] + a * (r[c] - lp_v[c])
                     mean = mean + lp_v[c]
             mean = mean / n_valid
+            if not sp_soc_ok:  # a group's SOC outside the window: the regression starts again on entry
+                ks[KS_REG_MI] = ks[KS_REG_MII] = ks[KS_REG_TIME] = 0.0
+                ks[KS_REG_MU] = ks[KS_REG_MUU] = ks[KS_REG_MUI] = 0.0
+                for c in range(ns):
+                    mv[c] = miv[c] = mud[c] = 0.0
+                self._slow_temperatures(dts)
+                return
             # u of a sample: Ah out of the pack since it; every past sample's u grows by this step's dq. The
             # moments are weighted sums whose weights add up to w < 1 early on: normalised by w, they are the
             # window's own (unnormalised, they counted a phantom rest with no deviation before the first sample)

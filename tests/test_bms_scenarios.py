@@ -357,3 +357,50 @@ def test_the_event_log_is_bounded():
     for k in range(200):
         emu.bms.comm_fault("X", k % 2 == 0, emu.t_s)
     assert len(emu.bms.events) <= 50 and emu.bms.events_dropped >= 150
+
+
+def test_a_healthy_pack_derated_to_empty_raises_no_stack_pressure_warning():
+    """Constant power from 12 % SOC: the BMS derates the discharge to nothing near empty, and the current tapers
+    over minutes. Down there the OCV is 4-13x steeper than at mid SOC, the groups' deviations grow faster than in
+    proportion to the charge, and the regression once read that as resistance (a healthy group at 1.6, warning at
+    310 s). The regression judges only inside its SOC window (``stack_pressure_soc_min``)."""
+    from hil.runner import run_scenario
+    from hil.scenario import parse_scenario
+    text = """
+[scenario]
+name = "run-empty"
+seed = 6
+initial_soc = 0.12
+[ambient]
+temp_C = 25.0
+[[step]]
+kind = "power"
+power_W = 120000.0
+duration_s = 420.0
+"""
+    result = run_scenario(parse_scenario(text, "run-empty"), plots=False)
+    signals = result.recording.signals
+    assert signals["current_A"][-1] < 0.1 * signals["current_A"].max(), "the BMS no longer derates near empty"
+    assert result.summary["soc_end"] < 0.06
+    stack = [f for f in result.summary["faults"] if "STACK_PRESSURE" in f["event"]]
+    assert not stack, f"stack-pressure warning on a healthy pack run to empty: {stack}"
+
+
+@pytest.mark.parametrize("kernels", ["compiled", "numpy"])
+def test_the_stack_pressure_regression_restarts_outside_its_soc_window(kernels):
+    """The BMS's slow task tells the protection kernel whether every group's SOC estimate is inside the window;
+    outside it the regression's moments and time are zeroed (kernel and twin alike), inside they accumulate."""
+    from bms import _kernels
+    from bms import _protection as L
+    params = load_pack().replace(**SMALL)
+    config = BmsConfig(stack_pressure_soc_min=0.3, stack_pressure_soc_max=0.45)
+    for soc, inside in ((0.5, False), (0.4, True), (0.25, False)):
+        emu = Emulator(params, seed=3, initial_soc=soc, kernels=_kernels.load(kernels), config=config)
+        start_driving(emu)
+        run(emu, 5.0, load=lambda e: e.limited(20.0))
+        state = emu.bms._ks
+        assert state.inp[L.IN_SP_SOC_OK] == float(inside), soc
+        if inside:
+            assert state.ks[L.KS_REG_TIME] > 4.0 and state.reg_mv.any(), soc
+        else:
+            assert state.ks[L.KS_REG_TIME] == 0.0 and not state.reg_mv.any() and not state.reg_miv.any(), soc

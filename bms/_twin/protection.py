@@ -238,6 +238,12 @@ class ProtectionKernel:
             s.lp_v[:] = np.where(valid, np.where(np.isnan(s.lp_v), v, s.lp_v + a * (v - s.lp_v)), s.lp_v)
             mean = seq_sum(s.lp_v[valid]) / n_valid
             d = s.lp_v - mean
+            if inp[L.IN_SP_SOC_OK] != 1.0:   # a group's SOC outside the window: the regression starts again
+                for k in (L.KS_REG_MI, L.KS_REG_MII, L.KS_REG_TIME, L.KS_REG_MU, L.KS_REG_MUU, L.KS_REG_MUI):
+                    ks[k] = 0.0
+                s.reg_mv[:] = s.reg_miv[:] = s.reg_mud[:] = 0.0
+                self._slow_temperatures(r[ns:ns + nt].copy(), dts)
+                return
             # u of a sample: Ah out of the pack since it; weighted sums normalised by their weights' sum w
             dq = lp_i * dts / 3600.0
             w_old = 1.0 - math.exp(-ks[L.KS_REG_TIME] / par[L.PAR_REG_TAU])
