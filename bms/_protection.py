@@ -40,7 +40,8 @@ IN_CORE_MAX = 9        # degC, hottest core estimate (nan: none)
 IN_CORE_MIN = 10       # degC, coldest core estimate (nan: none)
 IN_R_REF = 11          # ohm, datasheet R0 of a group at the present temperature (stack-pressure reference)
 IN_SP_SOC_OK = 12      # 1: every group's SOC inside the stack-pressure window; 0: the regression restarts
-N_IN = 13
+IN_IMB_SOC_OK = 13     # 1: the pack's SOC inside the imbalance window (else imbalance is not judged)
+N_IN = 14
 
 # parameters (from the configuration)
 PAR_CELL_MIN = 0

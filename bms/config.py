@@ -101,6 +101,11 @@ class BmsConfig:
     cell_imbalance_error_V: float = _c(0.50, threshold)
     cell_imbalance_emergency_V: float = _c(INF, threshold)
     cell_imbalance_debounce_s: tuple = _c([10.0, 10.0, 10.0], debounce_triple)
+    cell_imbalance_soc_min: float = _c(0.10, unit_interval, "judged (at rest) only while the pack's SOC (the middle "
+                                       "of its groups' estimates) lies in [min, max]: below 10 % the OCV is 4-13x "
+                                       "steeper than at mid SOC, and a healthy pack's start spread (0.5 % SOC rms) "
+                                       "rests 0.23 V apart at 4.5 %")
+    cell_imbalance_soc_max: float = _c(1.0, unit_interval)
     cell_voltage_plausible_min_V: float = _c(0.5, non_negative, "below: open wire, not a cell voltage")
     cell_voltage_plausible_max_V: float = _c(4.9, positive, "above: sensor fault (the monitor reads to 5 V)")
     cell_voltage_sensor_debounce_s: float = _c(0.2, non_negative)

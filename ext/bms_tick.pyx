@@ -27,7 +27,7 @@ cdef int OUT_SLOW_DT = L.OUT_SLOW_DT, OUT_T_MIN = L.OUT_T_MIN, OUT_T_MAX = L.OUT
 cdef int OUT_V_MIN = L.OUT_V_MIN, OUT_V_MAX = L.OUT_V_MAX, OUT_V_SUM = L.OUT_V_SUM
 cdef int OUT_N_VALID_V = L.OUT_N_VALID_V, OUT_N_VALID_T = L.OUT_N_VALID_T
 cdef int IN_CORE_MIN = L.IN_CORE_MIN, IN_R_REF = L.IN_R_REF, IN_DIS_REF = L.IN_DIS_REF
-cdef int IN_SP_SOC_OK = L.IN_SP_SOC_OK
+cdef int IN_SP_SOC_OK = L.IN_SP_SOC_OK, IN_IMB_SOC_OK = L.IN_IMB_SOC_OK
 cdef int IN_OC_ENABLE = L.IN_OC_ENABLE
 
 _min, _max = np.minimum.reduce, np.maximum.reduce
@@ -354,7 +354,7 @@ cdef class SlowTask:
     cdef bint _lithium_metal
     cdef double _ccd[4]
     cdef double _r_margin, _r_soc_curvature, _taper_soc, _taper_floor, _peak_recovery_s, _grace_s, _horizon_s
-    cdef double _sp_soc_min, _sp_soc_max
+    cdef double _sp_soc_min, _sp_soc_max, _imb_soc_min, _imb_soc_max
     cdef double* _derate_t
     cdef double* _derate_f
     cdef double* _charge_t
@@ -494,6 +494,7 @@ cdef class SlowTask:
         self._grace_s = c.overcurrent_limit_grace_s
         self._horizon_s = c.limit_horizon_s
         self._sp_soc_min, self._sp_soc_max = c.stack_pressure_soc_min, c.stack_pressure_soc_max
+        self._imb_soc_min, self._imb_soc_max = c.cell_imbalance_soc_min, c.cell_imbalance_soc_max
         self._sop_index = None
         self._v[0] = NAN
         self._v[1] = self._v[2] = 0.0
@@ -520,7 +521,7 @@ cdef class SlowTask:
         cdef double* o = self._out
         cdef double dts = o[OUT_SLOW_DT]
         cdef double current = self._reading[self._i_current]
-        cdef double soc_lo, soc_hi
+        cdef double soc_lo, soc_hi, mid
         cdef bint rested
         self._v[5] = current
         if fabs(current) < self._rest_A:
@@ -534,8 +535,10 @@ cdef class SlowTask:
         else:
             self._update_soc(current, dts, rested)
             soc_lo, soc_hi = self._v[0] - self._v[1], self._v[0] + self._v[2]
-        # the stack-pressure regression only where the OCV is near linear in the charge (nan: not judged)
+        # the stack-pressure regression and the imbalance check only where the OCV is not steep (nan: not judged)
         self._inp[IN_SP_SOC_OK] = 1.0 if self._sp_soc_min <= soc_lo and soc_hi <= self._sp_soc_max else 0.0
+        mid = 0.5 * (soc_lo + soc_hi)
+        self._inp[IN_IMB_SOC_OK] = 1.0 if self._imb_soc_min <= mid <= self._imb_soc_max else 0.0
         self._update_core(dts, est)
         self._update_limits(current, dts, 0.5 * (soc_lo + soc_hi), soc_hi, est, state, opening)
         return rested

@@ -54,6 +54,7 @@ cdef int OUT_T_MIN = L.OUT_T_MIN, OUT_T_MAX = L.OUT_T_MAX, OUT_T_MIN_IDX = L.OUT
 cdef int OUT_T_MAX_IDX = L.OUT_T_MAX_IDX, OUT_N_VALID_T = L.OUT_N_VALID_T, OUT_RATIO_MAX = L.OUT_RATIO_MAX
 cdef int OUT_RATIO_IDX = L.OUT_RATIO_IDX, OUT_R_REF = L.OUT_R_REF, OUT_SLOW_DT = L.OUT_SLOW_DT
 cdef int IN_R_REF = L.IN_R_REF, PAR_LP_TAU = L.PAR_LP_TAU, KS_LP_I = L.KS_LP_I, IN_SP_SOC_OK = L.IN_SP_SOC_OK
+cdef int IN_IMB_SOC_OK = L.IN_IMB_SOC_OK
 cdef int KS_REG_MU = L.KS_REG_MU, KS_REG_MUU = L.KS_REG_MUU, KS_REG_MUI = L.KS_REG_MUI
 cdef double REG_U_RIDGE = L.REG_U_RIDGE, REG_MIN_REL_VAR = L.REG_MIN_REL_VAR
 
@@ -450,7 +451,7 @@ cdef class ProtectionKernel:
         ks[KS_VSUM] = v_sum
 
         # imbalance (at rest, where resistance spread does not show) and pack sensor against the cell sum
-        if fabs(I) <= par[PAR_REST_A]:
+        if fabs(I) <= par[PAR_REST_A] and self.inp[IN_IMB_SOC_OK] == 1.0:
             self._slow_scalar(P_IMB, v_max - v_min if n_valid >= 2 else 0.0, dts, i_max)
         self._slow_scalar(P_PACK, fabs(r[ns + nt + 1] - v_sum) if n_valid == ns else 0.0, dts, -1)
 

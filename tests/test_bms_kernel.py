@@ -71,7 +71,7 @@ def setups(draw):
             dis_ref=draw(st.floats(0.0, 500.0)), ch_ref=draw(st.floats(0.0, 200.0)),
             vcu=draw(st.sampled_from([math.inf, 0.0, 0.05, 0.2])), core=draw(st.sampled_from([math.nan, -30.0, 90.0])),
             r_ref=draw(st.sampled_from([0.0, 7.5e-4, 1e-3])), wake=draw(st.sampled_from([math.inf, 0.0, 0.1])),
-            sp_soc_ok=draw(st.sampled_from([1.0, 1.0, 1.0, 0.0])),
+            sp_soc_ok=draw(st.sampled_from([1.0, 1.0, 1.0, 0.0])), imb_soc_ok=draw(st.sampled_from([1.0, 1.0, 0.0])),
             ext=draw(st.sampled_from([0, 1, 2, 3])),
             dt=draw(st.sampled_from([0.01, 0.02, 0.05])),
             balance=draw(st.tuples(st.booleans(), st.booleans())),
@@ -112,7 +112,7 @@ def test_protection_kernels_agree(compiled, twin, setup):
             inp[L.IN_VCU_DEADLINE] = step["vcu"]
             inp[L.IN_CORE_MAX] = inp[L.IN_CORE_MIN] = step["core"]
             inp[L.IN_R_REF], inp[L.IN_WAKE] = step["r_ref"], step["wake"]
-            inp[L.IN_SP_SOC_OK] = step["sp_soc_ok"]
+            inp[L.IN_SP_SOC_OK], inp[L.IN_IMB_SOC_OK] = step["sp_soc_ok"], step["imb_soc_ok"]
             state.ext[P.COMM_FAULT] = step["ext"]
             state.group_soc[:] = step["soc"]
             events = kernel.tick(t, step["dt"])

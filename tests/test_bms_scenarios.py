@@ -359,11 +359,12 @@ def test_the_event_log_is_bounded():
     assert len(emu.bms.events) <= 50 and emu.bms.events_dropped >= 150
 
 
-def test_a_healthy_pack_derated_to_empty_raises_no_stack_pressure_warning():
+def test_a_healthy_pack_derated_to_empty_raises_no_stack_pressure_or_imbalance_warning():
     """Constant power from 12 % SOC: the BMS derates the discharge to nothing near empty, and the current tapers
-    over minutes. Down there the OCV is 4-13x steeper than at mid SOC, the groups' deviations grow faster than in
-    proportion to the charge, and the regression once read that as resistance (a healthy group at 1.6, warning at
-    310 s). The regression judges only inside its SOC window (``stack_pressure_soc_min``)."""
+    over minutes. Down there the OCV is 4-13x steeper than at mid SOC: the groups' deviations grow faster than in
+    proportion to the charge, which the stack-pressure regression once read as resistance (a healthy group at 1.6,
+    a warning at 310 s), and the pack's start spread (0.5 % SOC rms) rests 0.23 V apart (an imbalance warning at
+    619 s). Both are judged only inside their SOC windows (``stack_pressure_soc_min``, ``cell_imbalance_soc_min``)."""
     from hil.runner import run_scenario
     from hil.scenario import parse_scenario
     text = """
@@ -376,31 +377,48 @@ temp_C = 25.0
 [[step]]
 kind = "power"
 power_W = 120000.0
-duration_s = 420.0
+duration_s = 700.0
 """
     result = run_scenario(parse_scenario(text, "run-empty"), plots=False)
     signals = result.recording.signals
     assert signals["current_A"][-1] < 0.1 * signals["current_A"].max(), "the BMS no longer derates near empty"
     assert result.summary["soc_end"] < 0.06
-    stack = [f for f in result.summary["faults"] if "STACK_PRESSURE" in f["event"]]
-    assert not stack, f"stack-pressure warning on a healthy pack run to empty: {stack}"
+    assert signals["cell_voltage_max_V"][-1] - signals["cell_voltage_min_V"][-1] > 0.15, \
+        "the rest spread near empty no longer exceeds the imbalance warning: the test looks at nothing"
+    warnings = [f for f in result.summary["faults"] if "STACK_PRESSURE" in f["event"] or "IMBALANCE" in f["event"]]
+    assert not warnings, f"warnings on a healthy pack run to empty: {warnings}"
 
 
 @pytest.mark.parametrize("kernels", ["compiled", "numpy"])
 def test_the_stack_pressure_regression_restarts_outside_its_soc_window(kernels):
-    """The BMS's slow task tells the protection kernel whether every group's SOC estimate is inside the window;
-    outside it the regression's moments and time are zeroed (kernel and twin alike), inside they accumulate."""
+    """The BMS's slow task tells the protection kernel whether every group's SOC estimate is inside the windows
+    (stack pressure, imbalance); outside it the regression's moments and time are zeroed (kernel and twin alike),
+    inside they accumulate."""
     from bms import _kernels
     from bms import _protection as L
     params = load_pack().replace(**SMALL)
-    config = BmsConfig(stack_pressure_soc_min=0.3, stack_pressure_soc_max=0.45)
+    config = BmsConfig(stack_pressure_soc_min=0.3, stack_pressure_soc_max=0.45, cell_imbalance_soc_min=0.3,
+                       cell_imbalance_soc_max=0.45)
     for soc, inside in ((0.5, False), (0.4, True), (0.25, False)):
         emu = Emulator(params, seed=3, initial_soc=soc, kernels=_kernels.load(kernels), config=config)
         start_driving(emu)
         run(emu, 5.0, load=lambda e: e.limited(20.0))
         state = emu.bms._ks
-        assert state.inp[L.IN_SP_SOC_OK] == float(inside), soc
+        assert state.inp[L.IN_SP_SOC_OK] == state.inp[L.IN_IMB_SOC_OK] == float(inside), soc
         if inside:
             assert state.ks[L.KS_REG_TIME] > 4.0 and state.reg_mv.any(), soc
         else:
             assert state.ks[L.KS_REG_TIME] == 0.0 and not state.reg_mv.any() and not state.reg_miv.any(), soc
+
+
+@pytest.mark.parametrize("pack_soc, warned", [(0.3, True), (0.2, True), (0.08, False)])
+def test_an_imbalanced_group_is_found_at_rest_inside_the_soc_window(pack_soc, warned):
+    """A group 18 % of SOC below the others rests 0.24 V below them at a pack SOC of 30 % (0.78 V at 20 %): a
+    warning. The window (``cell_imbalance_soc_min``) is on the middle of the groups' SOCs, so a group far below the
+    others is judged; with the pack's SOCs around 4 % they are not (a healthy pack's spread shows there)."""
+    params = load_pack().replace(**SMALL)
+    emu = Emulator(params, seed=4, initial_soc=pack_soc, estimator=None)
+    emu.pack.state.soc[10:12] = max(pack_soc - 0.18, 0.0)   # group 5 (cells 10 and 11)
+    found = run(emu, 30.0, until=lambda e: e.bms.levels["CELL_IMBALANCE"] >= FaultLevel.WARNING)
+    assert found == warned, f"t = {emu.t_s:.1f} s\n{story(emu.bms)}"
+    assert (dtc(emu.bms, Protection.CELL_IMBALANCE) is not None) == warned, story(emu.bms)

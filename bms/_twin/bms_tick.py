@@ -196,6 +196,7 @@ class SlowTask:
         self._grace_s = c.overcurrent_limit_grace_s
         self._horizon_s = c.limit_horizon_s
         self._sp_soc = (c.stack_pressure_soc_min, c.stack_pressure_soc_max)
+        self._imb_soc = (c.cell_imbalance_soc_min, c.cell_imbalance_soc_max)
         self._sop_index: int | None = None
         # state
         self.soc = math.nan                       # the fallback SOC (no estimator) and its spread
@@ -228,8 +229,10 @@ class SlowTask:
         else:
             self._update_soc(current, dts, rested)
             soc_lo, soc_hi = self.soc - self.soc_lo, self.soc + self.soc_hi
-        # the stack-pressure regression only where the OCV is near linear in the charge (nan: not judged)
+        # the stack-pressure regression and the imbalance check only where the OCV is not steep (nan: not judged)
         self._inp[L.IN_SP_SOC_OK] = 1.0 if self._sp_soc[0] <= soc_lo and soc_hi <= self._sp_soc[1] else 0.0
+        mid = 0.5 * (soc_lo + soc_hi)
+        self._inp[L.IN_IMB_SOC_OK] = 1.0 if self._imb_soc[0] <= mid <= self._imb_soc[1] else 0.0
         self._update_core(dts, est)
         self._update_limits(current, dts, 0.5 * (soc_lo + soc_hi), soc_hi, est, state, opening)
         return rested

@@ -222,7 +222,7 @@ class ProtectionKernel:
         ks[L.KS_VSUM] = v_sum
 
         # imbalance (at rest, where resistance spread does not show) and pack sensor against the cell sum
-        if abs(I) <= par[L.PAR_REST_A]:
+        if abs(I) <= par[L.PAR_REST_A] and inp[L.IN_IMB_SOC_OK] == 1.0:
             self._slow_scalar(P.CELL_IMBALANCE, v_max - v_min if n_valid >= 2 else 0.0, dts, i_max)
         x = abs(float(r[ns + nt + 1]) - v_sum) if n_valid == ns else 0.0
         self._slow_scalar(P.PACK_VOLTAGE_MISMATCH, x, dts, -1)
