@@ -642,7 +642,7 @@ cdef class SlowTask:
         cdef double n_valid_v = o[OUT_N_VALID_V], n_valid_t = o[OUT_N_VALID_T]
         cdef double v_min, v_max, v_mean, t_lo, t_hi, f_t, rate, ccd_A, r_cell, i_cell, dis_d, ch_d
         cdef double v_floor, v_ceiling, peak, cont, budget, i_volt, dis, ch, taper, sop_dis, sop_ch, ocv
-        cdef double p_dis, p_ch, grace, ref, value
+        cdef double p_dis, p_ch, grace, ref, value, r_fast, r
         cdef int k, npar = self._npar
         if n_valid_v <= 0 or n_valid_t <= 0 or not isfinite(current):
             self._cap[0] = self._cap[1] = self._cap[2] = self._cap[3] = 0.0
@@ -657,9 +657,12 @@ cdef class SlowTask:
             t_hi = self._v[4]
         self._temperature_factors(t_lo, t_hi)
         f_t, rate, ccd_A, r_cell = self._factors[0], self._factors[1], self._factors[2], self._factors[3]
+        # beyond a voltage limit the current comes back at the pace of the bulk resistance (see the twin)
+        r_fast = self._arr[0] * exp(self._arr[1] * (1.0 / (t_lo + KELVIN) - 1.0 / T_REF_K))
         if soc == soc:
             soc = clip01(soc)
             r_cell *= 1.0 + self._r_soc_curvature * (soc - 0.5) * (soc - 0.5)
+            r_fast *= 1.0 + self._r_soc_curvature * (soc - 0.5) * (soc - 0.5)
         i_cell = current / npar
         dis_d, ch_d = self._v[7], self._v[8]
         v_floor, v_ceiling = self._v_floor, self._v_ceiling
@@ -671,13 +674,15 @@ cdef class SlowTask:
         else:
             budget += dts / self._peak_recovery_s
         self._v[6] = budget = clip01(budget)
-        i_volt = npar * (v_min + i_cell * r_cell - v_floor) / r_cell
+        r = r_cell if v_min >= v_floor else r_fast
+        i_volt = npar * (v_min + i_cell * r - v_floor) / r
         dis = pymax(0.0, pymin((cont + (peak - cont) * budget) * f_t, i_volt)) * dis_d
 
         if soc_hi == soc_hi and soc_hi > self._taper_soc and rate > 0 and self._taper_soc < 1:
             taper = rate * (1.0 - soc_hi) / (1.0 - self._taper_soc)
             rate = pymin(rate, pymax(taper, self._taper_floor))
-        i_volt = npar * (v_ceiling - (v_max + i_cell * r_cell)) / r_cell
+        r = r_cell if v_max <= v_ceiling else r_fast
+        i_volt = npar * (v_ceiling - (v_max + i_cell * r)) / r
         ch = pymax(0.0, pymin(pymin(rate * self._capacity_Ah, ccd_A), i_volt)) * ch_d
 
         if est is not None and self._sop(est, &sop_dis, &sop_ch):

@@ -336,9 +336,15 @@ class SlowTask:
         if self.core_hot_C > t_hi:
             t_hi = self.core_hot_C
         f_t, rate, ccd_A, r_cell = self._temperature_factors(t_lo, t_hi)
+        # beyond a voltage limit the current comes back at the pace of the bulk resistance (the cell's instant
+        # response): the horizon's datasheet resistance with its margin cut too little, and cold cells sank
+        # 20-30 mV past the limit while the RC pairs charged (an undervoltage warning with the VCU obeying)
+        r0, e0 = self._arrhenius[:2]
+        r_fast = r0 * math.exp(e0 * (1.0 / (t_lo + KELVIN) - 1.0 / T_REF_K))
         if soc == soc:
             soc = 0.0 if soc < 0.0 else (1.0 if soc > 1.0 else soc)
             r_cell *= 1.0 + self._r_soc_curvature * (soc - 0.5) * (soc - 0.5)
+            r_fast *= 1.0 + self._r_soc_curvature * (soc - 0.5) * (soc - 0.5)
         i_cell = current / npar
         dis_d, ch_d = self.derate_discharge, self.derate_charge
         v_floor, v_ceiling = self._v_floor, self._v_ceiling
@@ -351,7 +357,8 @@ class SlowTask:
         else:
             budget += dts / self._peak_recovery_s
         self.peak_budget = budget = 0.0 if budget < 0.0 else (1.0 if budget > 1.0 else budget)
-        i_volt = npar * (v_min + i_cell * r_cell - v_floor) / r_cell
+        r = r_cell if v_min >= v_floor else r_fast
+        i_volt = npar * (v_min + i_cell * r - v_floor) / r
         dis = max(0.0, min((cont + (peak - cont) * budget) * f_t, i_volt)) * dis_d
 
         # charge: temperature table, SOC taper, lithium-metal CCD, voltage limit (the CV phase)
@@ -359,7 +366,8 @@ class SlowTask:
         if soc_hi == soc_hi and soc_hi > taper_soc and rate > 0 and taper_soc < 1:
             taper = rate * (1.0 - soc_hi) / (1.0 - taper_soc)
             rate = min(rate, max(taper, self._taper_floor))
-        i_volt = npar * (v_ceiling - (v_max + i_cell * r_cell)) / r_cell
+        r = r_cell if v_max <= v_ceiling else r_fast
+        i_volt = npar * (v_ceiling - (v_max + i_cell * r)) / r
         ch = max(0.0, min(rate * self._capacity_Ah, ccd_A, i_volt)) * ch_d
 
         # the estimator's model-based SOP (the BMS applies its own tables and derating), then the power at
