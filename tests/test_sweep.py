@@ -282,6 +282,25 @@ def test_a_failing_member_is_shrunk_by_the_testing_kit_to_a_scenario_that_fails_
     assert charge_As < 300.0  # smaller than the member's 300 A for 1 s: shrunk, not the member replayed
 
 
+def test_a_member_that_fails_at_rest_is_shrunk_to_a_short_rest(tmp_path):
+    """A failure the member's point causes without any drive (a pack nearly empty at the start: undervoltage)
+    is told apart before any search: the minimal case is a rest just past the first violation."""
+    pytest.importorskip("hypothesis")
+    from hil.sweep.shrink import shrink_member
+    from hil.testing.segments import Rest
+    _write(tmp_path, "base.toml", BASE.replace("initial_soc = 0.8", "initial_soc = 0.02").replace(
+        "min = 3.45", "min = 2.8").replace("cells above 3.45 V", "cells above the warning").format(duration_s=20.0))
+    sweep = load_sweep(_grid(tmp_path, temps=(25.0,)))
+    member = members(sweep)[0]
+    result = shrink_member(sweep, member, tmp_path / "out", max_examples=5)
+    assert result.failed == ["cells above the warning"] and result.path is not None, result.message
+    assert len(result.drive) == 1 and isinstance(result.drive[0], Rest), result.drive
+    assert result.drive[0].duration_s <= 1.0 and result.examples == 2, (result.drive, result.examples)
+    assert "no drive is needed" in result.message
+    replay = run_scenario(parse_scenario(result.path.read_text(), str(result.path)), plots=False)
+    assert [v.name for v in replay.verdicts if not v.passed] == ["cells above the warning"]
+
+
 # --- stopping and resuming ----------------------------------------------------------------------------
 def test_an_interrupted_sweep_resumes_running_only_the_missing_members(base, tmp_path):
     sweep_file = _write(tmp_path, "long.toml", """\

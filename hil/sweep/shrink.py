@@ -9,6 +9,7 @@ A drive counts only if its run is complete and every fault the member's own run 
 from __future__ import annotations
 
 import copy
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,7 +50,7 @@ def shrink_member(sweep: Sweep, member: Member, out_dir: str | Path, *, max_exam
     from ..load import LoadProgram
     from ..runner import run_scenario
     from ..scenario import ScenarioError, parse_scenario
-    from ..testing.segments import CycleSlice
+    from ..testing.segments import CycleSlice, Rest
     from ..testing.strategies import drives
 
     mode = sweep.mode
@@ -87,39 +88,58 @@ def shrink_member(sweep: Sweep, member: Member, out_dir: str | Path, *, max_exam
     anywhere = drives(max_segments=max_segments, max_total_s=longest_s, max_duration_s=longest_s,
                       kinds=("rest", "current", "power", "cycle"))
 
-    @settings(max_examples=max_examples, deadline=None, database=None, derandomize=True, print_blob=False,
-              suppress_health_check=list(HealthCheck), phases=[Phase.generate, Phase.shrink])
-    @given(st.one_of(around, anywhere) if around is not None else anywhere)
-    def still_fails(drive):
-        if not drive:
-            return
-        key = repr(drive)
-        if key in failing:  # known (hypothesis replays its minimal example last)
-            _failed(found, failing[key])
-        if result.examples >= max_runs:
-            return  # the budget is spent: the smallest failure so far stands
+    def attempt(drive) -> tuple[str, list[str], float]:
+        """The drive's scenario text, which of the member's failed expectations it fails (none where the run does
+        not count) and the first failure's time."""
         result.examples += 1
         text = scenario_text(drive)
         try:
             case = parse_scenario(text, str(folder / "shrunk.toml"))
         except ScenarioError:  # a fault after the drive's end, and the like: not a case of the member's failure
-            return
+            return text, [], math.nan
         run = run_scenario(case, mode=mode, plots=False)
         if not run.summary["complete"] or not injected <= set(run.recording.injections):
-            return
-        again = [v.name for v in run.verdicts if not v.passed and v.name in failed]
-        if again:
-            failing[key] = dict(text=text, drive=list(drive), again=again)
-            _failed(found, failing[key])
+            return text, [], math.nan
+        again = [v for v in run.verdicts if not v.passed and v.name in failed]
+        first = min((v.t_s for v in again if v.t_s is not None), default=math.nan)
+        return text, [v.name for v in again], first
 
-    try:
-        still_fails()
-    except AssertionError:
-        pass
-    except HypothesisException as exc:  # every drawn drive filtered out, a flaky replay: what was found stands
-        if not found:
-            result.message = f"the search ended without a case: {type(exc).__name__}: {exc}"
-            return result
+    # first the pack at rest for as long as the member's drive: a failure that needs no drive at all is told
+    # apart at once (and written as a rest just past its first violation), before any search
+    text, again, first = attempt([Rest(round(longest_s, 1))])
+    if again:
+        found.update(text=text, drive=[Rest(round(longest_s, 1))], again=again)
+        end = max([first, *own.recording.injections.values()])  # and past every fault the member injected
+        if end == end and end + 0.2 < longest_s:
+            short = [Rest(math.ceil((end + 0.1) * 10 - 1e-9) / 10)]
+            text, again_short, _ = attempt(short)
+            if again_short:
+                found.update(text=text, drive=short, again=again_short)
+    else:
+        @settings(max_examples=max_examples, deadline=None, database=None, derandomize=True, print_blob=False,
+                  suppress_health_check=list(HealthCheck), phases=[Phase.generate, Phase.shrink])
+        @given(st.one_of(around, anywhere) if around is not None else anywhere)
+        def still_fails(drive):
+            if not drive:
+                return
+            key = repr(drive)
+            if key in failing:  # known (hypothesis replays its minimal example last)
+                _failed(found, failing[key])
+            if result.examples >= max_runs:
+                return  # the budget is spent: the smallest failure so far stands
+            text, again, _ = attempt(drive)
+            if again:
+                failing[key] = dict(text=text, drive=list(drive), again=again)
+                _failed(found, failing[key])
+
+        try:
+            still_fails()
+        except AssertionError:
+            pass
+        except HypothesisException as exc:  # every drawn drive filtered out, a flaky replay: what was found stands
+            if not found:
+                result.message = f"the search ended without a case: {type(exc).__name__}: {exc}"
+                return result
     if not found:
         result.message = (f"no drive of up to {max_segments} segments and {longest_s:g} s failed "
                           f"{', '.join(failed)} in {result.examples} examples (the member's own scenario: "
@@ -131,6 +151,8 @@ def shrink_member(sweep: Sweep, member: Member, out_dir: str | Path, *, max_exam
     total = sum(getattr(s, "duration_s", 0.0) for s in result.drive)
     result.message = (f"{', '.join(result.reproduced)} fails with {len(result.drive)} segment(s), {total:g} s "
                       f"(the member's drive: {planned_s:g} s) in {result.examples} runs")
+    if all(isinstance(s, Rest) for s in result.drive):
+        result.message += ": the pack at rest fails, no drive is needed (the member's point is the cause)"
     return result
 
 
