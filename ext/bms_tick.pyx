@@ -540,7 +540,7 @@ cdef class SlowTask:
         mid = 0.5 * (soc_lo + soc_hi)
         self._inp[IN_IMB_SOC_OK] = 1.0 if self._imb_soc_min <= mid <= self._imb_soc_max else 0.0
         self._update_core(dts, est)
-        self._update_limits(current, dts, 0.5 * (soc_lo + soc_hi), soc_hi, est, state, opening)
+        self._update_limits(current, dts, mid, soc_hi, est, state, opening)
         return rested
 
     cdef int _bind_group_soc(self, values) except -1:

@@ -234,7 +234,7 @@ class SlowTask:
         mid = 0.5 * (soc_lo + soc_hi)
         self._inp[L.IN_IMB_SOC_OK] = 1.0 if self._imb_soc[0] <= mid <= self._imb_soc[1] else 0.0
         self._update_core(dts, est)
-        self._update_limits(current, dts, 0.5 * (soc_lo + soc_hi), soc_hi, est, state, opening)
+        self._update_limits(current, dts, mid, soc_hi, est, state, opening)
         return rested
 
     def _ocv_inverse(self, v: float) -> float:
