@@ -89,6 +89,10 @@ def test_lockstep_runs_are_identical_frame_for_frame(request, tmp_path):
     lines = outputs[0][1].decode().splitlines()
     # power-on, 300 ticks, and the frames of the final state: 0.01 s .. 3.01 s
     assert lines[0].startswith("(0.010000)") and lines[-1].startswith("(3.010000)")
+    # every format reads back the same simulated times (ASC's count from the measurement's start, not the first frame)
+    times = [[round(m.timestamp, 6) for m in can.LogReader(str(tmp_path / f"run0{suffix}"))]
+             for suffix in (".blf", ".log", ".asc")]
+    assert times[0] == times[1] == times[2] and times[0][0] == 0.01
 
 
 def test_cantools_decodes_the_log_within_resolution(request, tmp_path):

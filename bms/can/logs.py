@@ -216,6 +216,9 @@ class LogWriter:
                     writer.start_timestamp = float(start_s)
                 if start_s is not None and isinstance(writer, can.ASCWriter):
                     _asc_header_date(writer, path, float(start_s))
+                    # ASC's times count from the measurement's start, which python-can takes from the first
+                    # frame (t = 0.01 s read back as 0): started here, they read back as simulated time
+                    writer.log_event("bms-emu: times are simulated seconds", float(start_s))
                 _flush_writer(writer)  # the header on disk at once: a file killed now still opens
         except OSError as exc:
             for writer in self._writers:
