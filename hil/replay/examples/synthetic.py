@@ -13,6 +13,7 @@ real logger would record them. Any format python-can writes: the suffix chooses 
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +47,8 @@ def synthetic_drive(duration_s: float = 120.0, *, soc0: float = 0.62, temp0_C: f
                     dt_s: float = 0.01, car: RecordedVehicle = RecordedVehicle()) -> dict[str, np.ndarray]:
     """The recording vehicle's signals every ``dt_s`` (current > 0 discharging), from the physics above."""
     cycle = load_cycle("wltc")
+    if duration_s > cycle.duration_s:  # longer recordings drive the cycle again
+        cycle = cycle.repeated(math.ceil(duration_s / cycle.repeated_duration_s(1)))
     t = np.arange(0.0, min(duration_s, cycle.duration_s), dt_s)
     speed = np.interp(t, cycle.time_s, cycle.speed_mps)
     accel = np.interp(t, cycle.time_s, np.gradient(cycle.speed_mps, cycle.time_s))
@@ -133,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hil.replay.examples.synthetic", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("log", help="file to write: .blf, .asc, .log, .csv, .trc, .db, .mf4 (optionally .gz)")
-    parser.add_argument("--duration", type=float, default=300.0, help="seconds of WLTC to record (default 300)")
+    parser.add_argument("--duration", type=float, default=300.0,
+                        help="seconds of WLTC (repeated beyond its 1,800 s) to record (default 300)")
     args = parser.parse_args(argv)
     drive = write_log(args.log, args.duration)
     print(f"{args.log}: {drive['time_s'][-1]:.0f} s of the example vehicle, SOC {drive['soc'][0]:.3f} -> "
