@@ -245,6 +245,7 @@ def test_a_process_pool_executor_runs_a_sweep_as_the_serial_run_does(base, tmp_p
     page = pooled.files["html"].read_text()
     assert "pass/fail over ambient.temp_C and step[0].current_A" in page or "data:image/png;base64" in page
     assert "--member" in page
+    assert "simulated_s: 1 for all 4 members" in page   # a KPI that does not vary is a line, not a one-bar plot
 
 
 def test_a_failing_member_is_recorded_and_the_sweep_goes_on(base, tmp_path, monkeypatch):

@@ -100,6 +100,10 @@ def _distributions(rows) -> list[str]:
                       and r.get(kpi) is not None and math.isfinite(r[kpi])] for s in ("passed", "failed")}
         if not any(groups.values()):
             continue
+        values = groups["passed"] + groups["failed"]
+        if min(values) == max(values):  # a histogram of one bar says less than a line
+            out.append(f"<p>{html.escape(kpi)}: {values[0]:g} for all {len(values)} members</p>")
+            continue
         fig, ax = plt.subplots(figsize=(4.0, 2.8))
         data = [v for v in groups.values() if v]
         ax.hist(data, bins=20, stacked=True, color=[_COLOURS[s] for s, v in groups.items() if v],
