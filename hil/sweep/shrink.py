@@ -1,7 +1,8 @@
 """From a failing member to a minimal case: the testing kit's drive strategies (``hil.testing.strategies``)
 search drives at the member's point (its pack, ageing, ambient, SOC, faults and seed kept) and hypothesis
 shrinks the first drive that fails one of the member's failed expectations to the smallest such drive,
-written as a scenario (``bms-emu run`` replays it).
+written as a scenario (``bms-emu run`` replays it). The pack left at rest is tried first: a failure no drive
+causes is written as a short rest, and said so.
 
 A drive counts only if its run is complete and every fault the member's own run injected was injected again
 (a drive too short for its fault proves nothing about the fault's reaction).
