@@ -267,6 +267,15 @@ def test_a_failing_member_is_recorded_and_the_sweep_goes_on(base, tmp_path, monk
     assert "the solver diverged" in result.files["html"].read_text()
 
 
+def test_a_sweep_takes_its_base_scenarios_mode_unless_it_names_one(base, tmp_path):
+    """A lockstep base scenario (CAN faults, diagnostics) is swept on the bus without saying so again."""
+    text = "[sweep]\nscenario = 'can-faults'\ndesign = 'grid'\n{mode}[[parameter]]\npath = 'ambient.temp_C'\n" \
+           "values = [1.0]\n"
+    assert load_sweep(_write(tmp_path, "a.toml", text.format(mode=""))).mode == "lockstep"
+    assert load_sweep(_write(tmp_path, "b.toml", text.format(mode="mode = 'lockstep'\n"))).mode == "lockstep"
+    assert load_sweep(_grid(tmp_path)).mode == "headless"   # a base scenario that names no mode
+
+
 def test_a_failing_member_is_shrunk_by_the_testing_kit_to_a_scenario_that_fails_alike(base, tmp_path):
     pytest.importorskip("hypothesis")
     from hil.sweep.shrink import shrink_member
@@ -410,8 +419,9 @@ BAD = [
      "[[parameter]]\npath = 'ambient.temp_C'\nvalues = [2.0]\n",
      r":8: parameter\[1\].path: 'ambient.temp_C' is swept twice"),
     ("[sweep]\nscenario = 'base.toml'\ndesign = 'grid'\nmembers = = 3\n", r":4: file: not valid TOML"),
-    ("[sweep]\nscenario = 'diagnostics'\ndesign = 'grid'\n[[parameter]]\npath = 'ambient.temp_C'\nvalues = [1.0]\n",
-     r":1: sweep.mode: the base scenario has \[\[diag\]\] requests, dtc expectations, CAN faults, which need the BMS"),
+    ("[sweep]\nscenario = 'diagnostics'\ndesign = 'grid'\nmode = 'headless'\n[[parameter]]\npath = 'ambient.temp_C'\n"
+     "values = [1.0]\n",
+     r":4: sweep.mode: the base scenario has \[\[diag\]\] requests, dtc expectations, CAN faults, which need the BMS"),
     ("[sweep]\nscenario = 'base.toml'\ndesign = 'grid'\n[paramter]\n",
      r":4: paramter: unknown table; did you mean 'parameter'"),
     ("[sweep]\nscenario = 'base.toml'\ndesign = 'grid'\n",

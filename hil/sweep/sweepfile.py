@@ -182,7 +182,9 @@ def _parse_sweep(text: str, source: str) -> Sweep:
         raise SweepError(source, loc.line("sweep", "scenario"), "sweep.scenario",
                          f"the base scenario is not valid: {exc}") from exc
     base_data = tomllib.loads(base_text)
-    mode = head.get("mode", "headless")
+    # the base scenario's own mode unless the sweep names one (a lockstep scenario stays on its bus)
+    default_mode = base.mode if base.mode in MODES else "headless"
+    mode = head.get("mode", default_mode)
     if mode == "headless":
         from ..runner import CAN_FAULTS
         needs = [what for what, present in (
@@ -191,7 +193,7 @@ def _parse_sweep(text: str, source: str) -> Sweep:
         if needs:
             raise SweepError(source, loc.line("sweep", "mode") or loc.line("sweep"), "sweep.mode",
                              f"the base scenario has {', '.join(needs)}, which need the BMS on a bus: set "
-                             f"mode = 'lockstep' (default: headless)")
+                             f"mode = 'lockstep' (default: the base scenario's mode, else headless)")
 
     entries = data.get("parameter", [])
     if not isinstance(entries, list) or not entries:
