@@ -154,14 +154,16 @@ def _mean(values) -> float:
     return float(_sum(a) / a.size)
 
 
-def _snapshot(e: Emulator, demand_A: float, speed: float, view=None) -> dict[str, float]:
+def _snapshot(e: Emulator, demand_A: float, speed: float, view=None, limits=None) -> dict[str, float]:
     """``view``: an external BMS firmware's published values (``bms.fil.FrameView``), recorded in place of the
-    built-in BMS's."""
+    built-in BMS's. ``limits``: the built-in BMS's limits in force while this tick's current flowed (those it
+    published by the tick before, which the VCU read): the current is recorded beside what it had to obey."""
     pack, bms = e.pack, e.bms
     scalars = pack.state.scalars
     if bms is None:  # an external BMS firmware: what it says is on the bus, the recording keeps the physics
         bms = _NO_BMS
-    limits = bms.limits
+    if limits is None or e.bms is None:
+        limits = bms.limits
     # the truth's and the estimator's values in one compiled call (the properties' and reductions' bits)
     soc_true, soc_est, sigma, v_min, v_max, core_max, surface_max, core_est = e.observe()
     closed = pack.state.contactor_closed
@@ -303,7 +305,8 @@ def run_scenario(scenario: Scenario, *, out_dir: str | Path | None = None, mode:
     start = time.perf_counter()
     tick = 0
     # the per-tick path, kept lean: everything looked up once, the recording every record_every ticks
-    pack, estimator = emulator.pack, emulator.estimator
+    pack, estimator, bms = emulator.pack, emulator.estimator, emulator.bms
+    in_force = None
     plant_scalars = pack.state.scalars
     soc_source = (lambda: estimator.pack_soc) if estimator is not None else (lambda: pack.soc)
     next_demand = program.next_for
@@ -353,6 +356,8 @@ def run_scenario(scenario: Scenario, *, out_dir: str | Path | None = None, mode:
             if injector is not None and injector.pending:  # before the VCU's frame of this tick, as a tester's
                 events += injector.due(t)
             link_V = plant_scalars.item(LINK_VOLTAGE)  # pack.link_voltage_V without its property
+            if until_record == 1 and bms is not None:
+                in_force = bms.limits  # what this tick's current obeys, recorded beside it
             current = vcu_tick(t, demand, link_V)
             coolant = coolant_C if coolant_at is None else coolant_at(t)
             if step is None:
@@ -365,7 +370,7 @@ def run_scenario(scenario: Scenario, *, out_dir: str | Path | None = None, mode:
             until_record -= 1
             if until_record == 0:
                 until_record = record_every
-                latest = _snapshot(emulator, requested_current_A(demand, link_V), demand.speed_mps, view)
+                latest = _snapshot(emulator, requested_current_A(demand, link_V), demand.speed_mps, view, in_force)
                 recorder.add(emulator.t_s, latest)
                 seen_events = _collect_events(emulator, events, seen_events)
                 if can is not None:

@@ -160,16 +160,18 @@ class Bench:
         if tick % self.record_every == 0 and (tl.pending or tl.active):
             tl.due(t, self.latest)
         link_V = e.pack.link_voltage_V
+        recording = (tick + 1) % self.record_every == 0
+        in_force = e.bms.limits if recording and e.bms is not None else None  # what this tick's current obeys
         current = self.can.vcu.tick(t, demand, link_V)
         self.can.tick(current, self.ambient_C, tl.cooling_factor)
         self.ticks = tick + 1
         watch = self._watch
         if watch is not None:
             watch.tick(e.t_s)
-        if self.ticks % self.record_every == 0:
+        if recording:
             from hil.vcu import requested_current_A
             self.latest = _snapshot(e, requested_current_A(demand, link_V), demand.speed_mps if demand else 0.0,
-                                    self._view)
+                                    self._view, in_force)
             self.recorder.add(e.t_s, self.latest)
             self._seen_events = _collect_events(e, self.events, self._seen_events)
             self.events += self.can.new_events()
