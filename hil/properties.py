@@ -114,7 +114,8 @@ def contactors_open_on_error(r, reaction_s: float = 0.1, **_):
 
 def no_charge_below_0C(r, tolerance_A: float = 1.0, grace_s: float = 0.2, **_):  # noqa: N802 - unit in the name
     """No charge current (beyond ``tolerance_A``, longer than ``grace_s``) while any cell is below 0 degC as the BMS
-    sees it: the coldest of its temperature sensor readings (``temp_min_C``) below 0."""
+    sees it: the coldest of its plausible temperature sensor readings (``temp_min_C``; an open sensor's -50 degC is
+    none) below 0."""
     t, s = r.time_s, r.signals
     cold = s["temp_min_C"]
     bad = (cold < 0.0) & (s["current_A"] < -tolerance_A)

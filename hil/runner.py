@@ -15,6 +15,7 @@ import numpy as np
 from bms import Drift, Offset, OpenWire, ParameterError, Stuck, load_config, load_pack
 from bms._layout import LINK_VOLTAGE, MAIN_NEGATIVE, MAIN_POSITIVE, PACK_CURRENT, PACK_VOLTAGE
 from bms.can.logs import LogError
+from bms.config import BmsConfig
 from bms.emulator import Emulator
 from bms.fil.loader import FirmwareSpec
 from bms.sensors import SensorFault
@@ -179,11 +180,25 @@ def _snapshot(e: Emulator, demand_A: float, speed: float, view=None, limits=None
         "contactors_closed": float(bool(closed[MAIN_POSITIVE]) and bool(closed[MAIN_NEGATIVE])),
         "fault_level": float(level),
         "derating": float(bms.warning_flags != 0),  # a protection at warning level derates the limits
-        "temp_min_C": float(_fmin(e.sensors.temperature_C)),  # the coldest temperature the BMS measures
+        "temp_min_C": _coldest_plausible(e.sensors.temperature_C, e.bms),  # the coldest the BMS measures
     }
     if view is not None and e.bms is None:
         out.update(published_values(view))
     return out
+
+
+_PLAUSIBLE_MIN_C = BmsConfig().temperature_plausible_min_C
+
+
+def _coldest_plausible(readings, bms) -> float:
+    """The coldest temperature reading that can be one: an open sensor reads -50 degC, below the plausible range
+    (``temperature_plausible_min_C``), and a BMS rightly charges on its other sensors (nan: no such reading)."""
+    floor = bms.config.temperature_plausible_min_C if bms is not None else _PLAUSIBLE_MIN_C
+    a = np.asarray(readings)
+    if _fmin(a) >= floor:   # the common case: every reading plausible
+        return float(_fmin(a))
+    kept = a[a >= floor]
+    return float(_fmin(kept)) if kept.size else math.nan
 
 
 class _NoBms:

@@ -375,3 +375,22 @@ def _replays_the_bench(bench, folder):
         assert counters[key] == bench.node.counters[key], key
     assert [e[1] for e in theirs.events if e[1].startswith("frame:")] == [
         f"frame:frame[{n}]:VCU_Command" for n in range(len(bench.frames))]
+
+
+def test_an_open_temperature_sensor_is_no_cold_cell_to_the_charge_property():
+    """An open sensor reads -50 degC: the BMS marks it implausible and regenerates on its other sensors, and the
+    no-charge-below-0C property looks at the coldest plausible reading (it took the -50 for a frozen cell: a false
+    counterexample of the kit's state machine)."""
+    from hil.properties import check_property
+    from hil.testing import Bench, Power
+    with Bench(seed=0, temp_C=25.0) as bench:
+        bench.advance(1.0)
+        bench.inject("sensor", sensor="temperature", index=0, fault="open_wire")
+        bench.advance(0.5)
+        assert bench.emulator.sensors.temperature_C.min() < -45.0   # the open sensor's reading
+        bench.run(Power(-30_000.0, 1.0))
+        r = bench.recording()
+    assert r.signals["current_A"].min() < -20.0, "the pack did not regenerate: the test looks at nothing"
+    assert 20.0 < np.nanmin(r.signals["temp_min_C"]) < 30.0
+    passed, message, _ = check_property("no_charge_below_0C", r, {})
+    assert passed, message
