@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import fnmatch
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from .scenario import Expectation
 
-__all__ = ["Recording", "Verdict", "evaluate"]
+__all__ = ["Recording", "Verdict", "current_sensor_faults", "evaluate"]
 
 
 @dataclass
@@ -23,6 +23,18 @@ class Recording:
     complete: bool = True                      # False when the run stopped early (Ctrl-C, bus error)
     stop_reason: str = ""
     stop_cause: str = ""                       # why incomplete: signal, bus, log, max_sim_s, nothing_simulated ...
+    current_sensor_faults: list[tuple[float, float]] = field(default_factory=list)  # (from, to) injected on purpose
+
+
+def current_sensor_faults(faults, injections: dict[str, float]) -> list[tuple[float, float]]:
+    """(injected, cleared or inf) of every injected fault of the current sensor: the BMS's measured current is
+    wrong then, and what it does with it (a coulomb count, a controlled open waiting for the current to fall)
+    follows the reading, not the truth."""
+    out = []
+    for f in faults:
+        if f.kind == "sensor" and f.options.get("sensor") == "current" and f.name in injections:
+            out.append((injections[f.name], injections.get(f"{f.name}:cleared", math.inf)))
+    return sorted(out)
 
 
 @dataclass

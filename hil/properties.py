@@ -81,11 +81,16 @@ def _mains_at(changes: list, t0: float) -> tuple[bool, float | None]:
     return True, None
 
 
-def contactors_open_on_error(r, reaction_s: float = 0.1, **_):
+def _in_windows(t0: float, windows) -> bool:
+    return any(start - 1e-9 <= t0 <= end + 1e-9 for start, end in windows)
+
+
+def contactors_open_on_error(r, reaction_s: float = 0.1, open_delay_s: float = 1.0, **_):
     """Within ``reaction_s`` of a fault confirmed at ERROR or EMERGENCY level the main contactors are open (a welded
-    contactor, injected on purpose, is excused). Timed by events where the recording has contactor events (the
-    built-in BMS's commands, an external BMS's contactors seen tick by tick): to the tick; else on the 100 ms
-    samples (the first sample after the reaction time)."""
+    contactor, injected on purpose, is excused). While a current-sensor fault is injected, a controlled open may wait
+    ``open_delay_s`` more for a current the BMS still reads (the built-in BMS's ``open_delay_max_s``). Timed by events
+    where the recording has contactor events (the built-in BMS's commands, an external BMS's contactors seen tick by
+    tick): to the tick; else on the 100 ms samples (the first sample after the reaction time)."""
     t, closed = r.time_s, r.signals["contactors_closed"]
     if any("contactor_weld" in name for name in r.injections):
         return True, "a contactor was welded on purpose: not checked", None
@@ -94,20 +99,21 @@ def contactors_open_on_error(r, reaction_s: float = 0.1, **_):
     for t0, name, _detail in r.events:
         if not (name.startswith("fault:") and name.endswith((":ERROR", ":EMERGENCY"))):
             continue
-        if t0 + reaction_s > end_s + 1e-9:
+        allowed_s = reaction_s + (open_delay_s if _in_windows(t0, r.current_sensor_faults) else 0.0)
+        if t0 + allowed_s > end_s + 1e-9:
             continue  # the recording ends before the reaction time is up
         if changes:
             was_closed, opened_s = _mains_at(changes, t0)
-            if was_closed and (opened_s is None or opened_s > t0 + reaction_s + 1e-9):
+            if was_closed and (opened_s is None or opened_s > t0 + allowed_s + 1e-9):
                 when = (f"they opened at t = {opened_s:.3f} s, {(opened_s - t0) * 1e3:.0f} ms later"
                         if opened_s is not None else f"still closed at the end (t = {end_s:.2f} s)")
-                return False, (f"{name} at t = {t0:.3f} s: {when} (reaction time {reaction_s * 1e3:g} ms)"), \
-                    float(t0 + reaction_s)
+                return False, (f"{name} at t = {t0:.3f} s: {when} (reaction time {allowed_s * 1e3:g} ms)"), \
+                    float(t0 + allowed_s)
             continue
-        k = int(np.argmax(t > t0 + reaction_s + 1e-9))
+        k = int(np.argmax(t > t0 + allowed_s + 1e-9))
         if closed[k] > 0.5:
             return False, (f"{name} at t = {t0:.3f} s, contactors still closed at t = {t[k]:.2f} s (reaction time "
-                           f"{reaction_s * 1e3:g} ms)"), float(t[k])
+                           f"{allowed_s * 1e3:g} ms)"), float(t[k])
     timing = "to the tick (contactor events)" if changes else "on 100 ms samples"
     return True, f"every confirmed error opened the contactors in time ({timing})", None
 
@@ -128,12 +134,17 @@ def no_charge_below_0C(r, tolerance_A: float = 1.0, grace_s: float = 0.2, **_): 
 
 def soc_within_3sigma(r, margin: float = 0.005, bound_if_unpublished: float = 0.05, **_):
     """The BMS's SOC estimate is within its own 3-sigma bound of the truth (plus ``margin``); a BMS that publishes
-    no bound (an external firmware without ``soc_3sigma_pct``) is held to ``bound_if_unpublished``."""
+    no bound (an external firmware without ``soc_3sigma_pct``) is held to ``bound_if_unpublished``. From the first
+    injected current-sensor fault on, the estimate follows a reading that is wrong on purpose: not checked then."""
     s, t = r.signals, r.time_s
     est, true, sigma = s["soc_estimated"], s["soc_true"], s["soc_3sigma"]
     known = np.isfinite(est)
     if not known.any():
         return True, "no SOC estimate in the recording: not checked", None
+    after = ""
+    if r.current_sensor_faults:
+        known &= t < r.current_sensor_faults[0][0]
+        after = f" (not checked from t = {r.current_sensor_faults[0][0]:.2f} s: a current-sensor fault)"
     unpublished = known & ~np.isfinite(sigma)
     sigma = np.where(unpublished, bound_if_unpublished, sigma)
     error = np.abs(est - true)
@@ -142,7 +153,8 @@ def soc_within_3sigma(r, margin: float = 0.005, bound_if_unpublished: float = 0.
         k = int(np.argmax(bad))
         return False, (f"SOC estimate {est[k]:.4f} vs true {true[k]:.4f}: error {error[k]:.4f} beyond 3 sigma "
                        f"{sigma[k]:.4f} + {margin:g} at t = {t[k]:.2f} s"), float(t[k])
-    return True, f"SOC error at most {float(np.nanmax(error)) if error.size else 0:.4f} inside 3 sigma", None
+    worst = float(np.max(error[known])) if known.any() else 0.0
+    return True, f"SOC error at most {worst:.4f} inside 3 sigma{after}", None
 
 
 def dtc_for_every_reaction(r, **_):
@@ -157,7 +169,7 @@ def dtc_for_every_reaction(r, **_):
 
 PROPERTIES = {f.__name__: f for f in (current_within_limits, contactors_open_on_error, no_charge_below_0C,
                                       soc_within_3sigma, dtc_for_every_reaction)}
-OPTIONS = ("tolerance_A", "grace_s", "reaction_s", "margin", "bound_if_unpublished")
+OPTIONS = ("tolerance_A", "grace_s", "reaction_s", "open_delay_s", "margin", "bound_if_unpublished")
 
 
 def check_property(name: str, recording, options: dict) -> tuple[bool, str, float | None]:

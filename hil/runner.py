@@ -21,7 +21,7 @@ from bms.fil.loader import FirmwareSpec
 from bms.sensors import SensorFault
 
 from . import progress as _progress
-from .expectations import Recording, Verdict, evaluate
+from .expectations import Recording, Verdict, current_sensor_faults, evaluate
 from .firmware_run import FirmwareRun
 from .load import DEFAULT_CHARGE_DURATION_S, LoadProgram
 from .published import ContactorWatch, published_values
@@ -442,7 +442,8 @@ def run_scenario(scenario: Scenario, *, out_dir: str | Path | None = None, mode:
         events += watch.take() + fw_run.published_events()
     events.sort(key=lambda e: e[0])  # the BMS's and the diagnostic layer's events in time order
     t_rec, signals = recorder.trimmed()
-    recording = Recording(t_rec, signals, events, faults.injections, cycle_times, not cause, stop_reason, cause)
+    recording = Recording(t_rec, signals, events, faults.injections, cycle_times, not cause, stop_reason, cause,
+                          current_sensor_faults(scenario.faults, faults.injections))
     verdicts = evaluate(scenario.expectations, recording)
     if checks is not None:
         verdicts += checks(recording)

@@ -70,8 +70,8 @@ EXPECT_KINDS = {
     "cycle_time": {"max_deviation_ms": float, "message": str},
     "dtc": {"dtc": str, "status": str, "after": str, "within_cycles": int, "within_s": float, "absent": bool},
     # a safety property of hil.properties (what the testing kit checks; its counterexamples carry them)
-    "property": {"property": str, "tolerance_A": float, "grace_s": float, "reaction_s": float, "margin": float,
-                 "bound_if_unpublished": float},
+    "property": {"property": str, "tolerance_A": float, "grace_s": float, "reaction_s": float, "open_delay_s": float,
+                 "margin": float, "bound_if_unpublished": float},
 }
 EXPECT_COMMON = {"name": str}
 EXPECT_REQUIRED = {"bound": {"signal"}, "event": {"event"}, "accuracy": {"quantity"}, "cycle_time": set(),

@@ -19,7 +19,7 @@ from typing import Any, cast
 from bms.controller import BmsState
 from bms.errors import BmsError
 from bms.fil.loader import FirmwareSpec
-from hil.expectations import Recording, evaluate
+from hil.expectations import Recording, current_sensor_faults, evaluate
 from hil.firmware_run import FirmwareRun
 from hil.load import Demand, LoadProgram
 from hil.published import ContactorWatch
@@ -260,8 +260,9 @@ class Bench:
     # --- what happened ------------------------------------------------------------------------------------------
     def recording(self) -> Recording:
         t, signals = self.recorder.trimmed()
-        return Recording(t, signals, sorted(self.events, key=lambda e: e[0]), dict(self.timeline.injections),
-                         self._cycle_times(), True, "", "")
+        injections = dict(self.timeline.injections)
+        return Recording(t, signals, sorted(self.events, key=lambda e: e[0]), injections, self._cycle_times(), True,
+                         "", "", current_sensor_faults(self.faults.values(), injections))
 
     def _cycle_times(self) -> dict:
         out = {}
