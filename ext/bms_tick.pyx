@@ -642,7 +642,7 @@ cdef class SlowTask:
         cdef double n_valid_v = o[OUT_N_VALID_V], n_valid_t = o[OUT_N_VALID_T]
         cdef double v_min, v_max, v_mean, t_lo, t_hi, f_t, rate, ccd_A, r_cell, i_cell, dis_d, ch_d
         cdef double v_floor, v_ceiling, peak, cont, budget, i_volt, dis, ch, taper, sop_dis, sop_ch, ocv
-        cdef double p_dis, p_ch, grace, ref, value, r_fast, r
+        cdef double p_dis, p_ch, grace, ref, value, r_fast, r, soc_factor
         cdef int k, npar = self._npar
         if n_valid_v <= 0 or n_valid_t <= 0 or not isfinite(current):
             self._cap[0] = self._cap[1] = self._cap[2] = self._cap[3] = 0.0
@@ -661,8 +661,9 @@ cdef class SlowTask:
         r_fast = self._arr[0] * exp(self._arr[1] * (1.0 / (t_lo + KELVIN) - 1.0 / T_REF_K))
         if soc == soc:
             soc = clip01(soc)
-            r_cell *= 1.0 + self._r_soc_curvature * (soc - 0.5) * (soc - 0.5)
-            r_fast *= 1.0 + self._r_soc_curvature * (soc - 0.5) * (soc - 0.5)
+            soc_factor = 1.0 + self._r_soc_curvature * (soc - 0.5) * (soc - 0.5)
+            r_cell *= soc_factor
+            r_fast *= soc_factor
         i_cell = current / npar
         dis_d, ch_d = self._v[7], self._v[8]
         v_floor, v_ceiling = self._v_floor, self._v_ceiling

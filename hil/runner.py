@@ -163,7 +163,7 @@ def _snapshot(e: Emulator, demand_A: float, speed: float, view=None, limits=None
     scalars = pack.state.scalars
     if bms is None:  # an external BMS firmware: what it says is on the bus, the recording keeps the physics
         bms = _NO_BMS
-    if limits is None or e.bms is None:
+    if limits is None:
         limits = bms.limits
     # the truth's and the estimator's values in one compiled call (the properties' and reductions' bits)
     soc_true, soc_est, sigma, v_min, v_max, core_max, surface_max, core_est = e.observe()
@@ -195,8 +195,9 @@ def _coldest_plausible(readings, bms) -> float:
     (``temperature_plausible_min_C``), and a BMS rightly charges on its other sensors (nan: no such reading)."""
     floor = bms.config.temperature_plausible_min_C if bms is not None else _PLAUSIBLE_MIN_C
     a = np.asarray(readings)
-    if _fmin(a) >= floor:   # the common case: every reading plausible
-        return float(_fmin(a))
+    coldest = float(_fmin(a))
+    if coldest >= floor:   # the common case: every reading plausible
+        return coldest
     kept = a[a >= floor]
     return float(_fmin(kept)) if kept.size else math.nan
 

@@ -343,8 +343,9 @@ class SlowTask:
         r_fast = r0 * math.exp(e0 * (1.0 / (t_lo + KELVIN) - 1.0 / T_REF_K))
         if soc == soc:
             soc = 0.0 if soc < 0.0 else (1.0 if soc > 1.0 else soc)
-            r_cell *= 1.0 + self._r_soc_curvature * (soc - 0.5) * (soc - 0.5)
-            r_fast *= 1.0 + self._r_soc_curvature * (soc - 0.5) * (soc - 0.5)
+            soc_factor = 1.0 + self._r_soc_curvature * (soc - 0.5) * (soc - 0.5)
+            r_cell *= soc_factor
+            r_fast *= soc_factor
         i_cell = current / npar
         dis_d, ch_d = self.derate_discharge, self.derate_charge
         v_floor, v_ceiling = self._v_floor, self._v_ceiling

@@ -107,9 +107,10 @@ def shrink_member(sweep: Sweep, member: Member, out_dir: str | Path, *, max_exam
 
     # first the pack at rest for as long as the member's drive: a failure that needs no drive at all is told
     # apart at once (and written as a rest just past its first violation), before any search
-    text, again, first = attempt([Rest(round(longest_s, 1))])
+    at_rest = [Rest(round(longest_s, 1))]
+    text, again, first = attempt(at_rest)
     if again:
-        found.update(text=text, drive=[Rest(round(longest_s, 1))], again=again)
+        found.update(text=text, drive=at_rest, again=again)
         end = max([first, *own.recording.injections.values()])  # and past every fault the member injected
         if end == end and end + 0.2 < longest_s:
             short = [Rest(math.ceil((end + 0.1) * 10 - 1e-9) / 10)]
