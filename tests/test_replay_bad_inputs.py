@@ -112,6 +112,10 @@ def _silent_hv(msg):
     return None if msg.arbitration_id == 0x110 and 5.0 < msg.timestamp - 1_760_000_000.0 < 9.0 else msg
 
 
+def _late_demand(msg):
+    return None if msg.arbitration_id == 0x210 and msg.timestamp - 1_760_000_000.0 < 3.0 else msg
+
+
 def _make(kind, folder):
     """A log of the given kind; returns its path."""
     if kind == "missing":
@@ -136,7 +140,8 @@ def _make(kind, folder):
         path.write_text("date Sat Nov 21 10:00:00.000 am 2026\nbase hex  timestamps absolute\n")
         return path
     edits = {"demand frames too short": _short_frames, "demand as 29-bit IDs": _extended,
-             "some SOC frames garbled": _garbled_soc, "gap in the pack current": _silent_hv}
+             "some SOC frames garbled": _garbled_soc, "gap in the pack current": _silent_hv,
+             "demand starts late": _late_demand}
     skip = ("BMS_STATE",) if kind == "no SOC frames" else ()
     suffix = {"cut ASC": ".asc", "cut candump": ".log", "cut CSV": ".csv", "cut TRC": ".trc",
               "cut gzip": ".log.gz", "damaged CSV line": ".csv"}.get(kind, ".blf")
@@ -184,7 +189,10 @@ LOGS = [
     ("some comparison frames garbled", "some SOC frames garbled", BASE, 1,
      ["recording decode: BMS_STATE", "frames failed to decode", "1 data bytes where the DBC defines 8"]),
     ("gap in a mapped signal", "gap in the pack current", BASE, 1,
-     ["recording signal: compare.current_A", "gap(s) over 1 s"]),
+     ["recording signal: compare.current_A", "gap(s) over 1 s", "after t = 4.9", "the comparison leaves the gaps out"]),
+    ("demand recorded from 3 s on", "demand starts late", BASE, 1,
+     ["recording signal: demand.power_W.product[0]", "the longest 3.0", "at the start",
+      "the replay holds the first recorded value before it"]),
 ]
 
 

@@ -442,8 +442,13 @@ def _decode_findings(group: _Group, mapping: ReplayMapping) -> list[Finding]:
                                                                      if fraction <= limit else ""),
                                allowed=fraction <= limit, line=line))
         else:
-            out.append(Finding("decode", group.name, True, f"{group.decoded:,} of {group.frames:,} frames decoded "
-                                                           f"({keys})", line=line))
+            text = f"{group.decoded:,} of {group.frames:,} frames decoded ({keys})"
+            other_pages = group.frames - group.decoded - group.remote
+            if other_pages:  # a multiplexed message: they carry none of the mapped signals
+                text += f"; {other_pages:,} carry other multiplexer values"
+            if group.remote:
+                text += f"; {group.remote:,} remote frames"
+            out.append(Finding("decode", group.name, True, text, line=line))
     if group.channel is None and len(group.channels) > 1:
         listed = ", ".join(f"{c} ({n:,} frames)" for c, n in group.channels.most_common())
         out.append(Finding("decode", group.name, False, f"frames arrive on several channels: {listed}; the "
@@ -493,8 +498,12 @@ def _signal_findings(leaf: SignalRef, parent, series, duration_s: float, mapping
     worst = int(gaps[np.argmax(spans[gaps])])
     where = ("at the start" if worst == 0 else "at the end" if worst == spans.size - 1
              else f"after t = {edges[worst]:.2f} s")
-    text = (f"{gaps.size} gap(s) over {threshold:g} s ({source}); the longest {spans[worst]:.2f} s {where}: "
-            f"the replay holds the last value through a gap")
+    if leaf.key.startswith("compare."):
+        effect = "the comparison leaves the gaps out"
+    else:
+        effect = "the replay holds " + ("the first recorded value before it" if worst == 0 else
+                                        "the last value through a gap")
+    text = f"{gaps.size} gap(s) over {threshold:g} s ({source}); the longest {spans[worst]:.2f} s {where}: {effect}"
     report["longest_gap_at_s"] = float(edges[worst])
     return report, [Finding("signal", leaf.key, False, text, line=leaf.line)]
 
