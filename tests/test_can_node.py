@@ -249,10 +249,32 @@ def test_e2e_errors_raise_the_comm_fault_and_valid_frames_clear_it(request):
         s.peer.send("VCU_Command", {"StateRequest": 1}, counter=s.peer.counters["VCU_Command"])  # repeated
         s.step()
         assert s.node.counters["counter_errors"] >= 1
-        for _ in range(3):
+        errors, in_row = s.node.counters["counter_errors"], 0
+        for _ in range(2 * s.node.comm_recovery_frames):  # it heals after that many valid frames in a row
             s.peer.send("VCU_Command", {"StateRequest": 1})
             s.step()
+            in_row = 0 if s.node.counters["counter_errors"] > errors else in_row + 1  # after the repeat: a jump
+            errors = s.node.counters["counter_errors"]
+            assert s.node.comm_fault_active is (in_row < s.node.comm_recovery_frames), in_row
         assert not s.node.comm_fault_active and s.node.comm_fault_log[-1][1:] == ("VCU_Command", False)
+
+
+def test_a_vcu_slower_than_the_timeout_is_one_comm_fault_not_one_per_frame(request):
+    """A VCU_Command every 200 ms (the timeout is 100 ms): each frame is valid, but the message is late every
+    time. The comm fault is raised once and stays (it heals only after comm_recovery_frames frames in a row
+    on time), and a VCU back on its 10 ms cycle clears it: no fault and DTC chattering at 5 Hz."""
+    with Session(request) as s:
+        for k in range(300):   # 3 s at one frame in 20 ticks
+            if k % 20 == 0:
+                s.peer.send("VCU_Command", {"StateRequest": 1})
+            s.step()
+        raised = [(t, active) for t, name, active in s.node.comm_fault_log if name == "VCU_Command"]
+        assert [active for _, active in raised] == [True] and s.node.comm_fault_active, raised
+        for _ in range(s.node.comm_recovery_frames + 1):
+            s.peer.send("VCU_Command", {"StateRequest": 1})
+            s.step()
+        log = [(t, active) for t, name, active in s.node.comm_fault_log if name == "VCU_Command"]
+        assert [active for _, active in log] == [True, False] and not s.node.comm_fault_active, log
 
 
 _VALID_IDS = sorted(m.frame_id for m in codec().messages.values())

@@ -235,6 +235,7 @@ class _RxMessage:
     last_valid_ns: int = 0
     last_counter: int | None = None
     errors_in_row: int = 0
+    valid_in_row: int = 0    # valid frames since the last error or timeout: a fault heals after comm_recovery_frames
     timed_out: bool = False
     e2e_failed: bool = False
     reported: bool = False
@@ -316,7 +317,7 @@ class CanNode:
     def __init__(self, emulator, bus: can.BusABC | None = None, *, clock="virtual", codec: Codec | None = None,
                  log=None, load_current_A: float = 0.0, coolant_C: float | None = None,
                  cooling_factor: float = 1.0, arm_timeouts: str = "first-rx", e2e_max_errors: int = 3,
-                 counter_max_delta: int = 2, bus_error_timeout_s: float | None = None,
+                 comm_recovery_frames: int = 3, counter_max_delta: int = 2, bus_error_timeout_s: float | None = None,
                  max_rx_per_tick: int = 10_000, controller_error_frames: bool | None = None,
                  log_batch_frames: int = 512, node_name: str = "BMS", diag=True, matrix=None, **bus_config):
         if arm_timeouts not in ("first-rx", "start"):
@@ -338,6 +339,9 @@ class CanNode:
         self.cooling_factor = float(cooling_factor)
         self.arm_timeouts = arm_timeouts
         self.e2e_max_errors = int(e2e_max_errors)
+        if int(comm_recovery_frames) < 1:
+            raise ValueError(f"comm_recovery_frames: expected >= 1, found {comm_recovery_frames!r}")
+        self.comm_recovery_frames = int(comm_recovery_frames)
         self.counter_max_delta = int(counter_max_delta)
         self.bus_error_timeout_ns = None if bus_error_timeout_s is None else int(bus_error_timeout_s * 1e9)
         self.last_tx_error: str | None = None
@@ -959,13 +963,13 @@ class CanNode:
             return
         rx.valid += 1
         rx.errors_in_row = 0
+        rx.valid_in_row += 1
         rx.last_valid_ns = t_ns
         rx.armed = rx.timeout_ns > 0
-        if rx.e2e_failed:
-            rx.e2e_failed = False
-        if rx.timed_out:
-            rx.timed_out = False
-        if rx.reported:  # no longer faulted: a change only if a fault was reported
+        if (rx.e2e_failed or rx.timed_out) and rx.valid_in_row >= self.comm_recovery_frames:
+            # healed only by frames in a row on time and intact (AUTOSAR E2E's MinOkStateInvalid): a sender
+            # slower than the timeout, or one frame in three bad, stays one fault instead of chattering
+            rx.e2e_failed = rx.timed_out = False
             self._update_fault(rx, t_ns)
         if rx.handler is not None and rx.handler(values, t_ns, rx) is False:
             counters["bad_values"] += 1  # a sound frame asking for what does not exist: counted once, here
@@ -987,15 +991,19 @@ class CanNode:
 
     def _e2e_error(self, rx: _RxMessage, t_ns: int) -> None:
         rx.errors_in_row += 1
+        rx.valid_in_row = 0
         if rx.errors_in_row >= self.e2e_max_errors and not rx.e2e_failed:
             rx.e2e_failed = True
             self._update_fault(rx, t_ns)
 
     def _check_timeouts(self, t_ns: int) -> None:
         for rx in self._rx.values():
-            if rx.armed and not rx.timed_out and t_ns - rx.last_valid_ns > rx.timeout_ns:
-                rx.timed_out = True
+            if rx.armed and t_ns - rx.last_valid_ns > rx.timeout_ns:
+                rx.valid_in_row = 0
                 rx.last_counter = None  # resynchronise on the next frame
+                if rx.timed_out:
+                    continue
+                rx.timed_out = True
                 self._update_fault(rx, t_ns)
                 if rx.charger and self.charger_connected:
                     self.charger_connected = False
