@@ -1,6 +1,7 @@
 """The scenario's steps as a per-tick load program: what the vehicle or charger asks of the pack."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,10 +27,15 @@ class Demand:
 
 
 class LoadProgram:
-    """Walks through the steps tick by tick; a charge step lasts until the target SOC (as the BMS reports it)."""
+    """Walks through the steps tick by tick. A charge step lasts until the target SOC (as the BMS reports it), its
+    time limit, or the end of charge the BMS declares (``charge_complete``: a callable, the built-in BMS's flag;
+    None for a BMS that does not say), as a charger ends its session: a target above the SOC at which the BMS
+    ends the charge (``target_soc = 1.0``) would otherwise hold the pack at rest until the time limit."""
 
-    def __init__(self, scenario: Scenario):
+    def __init__(self, scenario: Scenario, charge_complete: Callable[[], bool] | None = None):
         self.scenario = scenario
+        self.charge_complete = charge_complete
+        self._charge_begun = False   # the BMS's flag was down during this step: a complete after that ends it
         self.dt_s = scenario.dt_s
         self._index = -1
         self._tick_in_step = 0
@@ -69,6 +75,7 @@ class LoadProgram:
     def _next_step(self) -> None:
         self._index += 1
         self._tick_in_step = 0
+        self._charge_begun = False
         self._profile = None
         self._power = self._speed = None  # per-tick power and speed as float lists (drive, power profiles)
         if self.finished:
@@ -113,8 +120,14 @@ class LoadProgram:
         while not self.finished:
             step = self.scenario.steps[self._index]
             done = self._tick_in_step >= self._ticks
-            if step.kind == "charge" and soc() >= step.options["target_soc"]:
-                done = True
+            if step.kind == "charge":
+                if soc() >= step.options["target_soc"]:
+                    done = True
+                elif self.charge_complete is not None:
+                    if not self.charge_complete():
+                        self._charge_begun = True
+                    elif self._charge_begun:
+                        done = True
             if not done:
                 break
             self._next_step()

@@ -180,3 +180,41 @@ def test_injected_frames_reach_the_bms_with_their_counter_and_crc():
     assert result.summary["can"]["counters"]["crc_errors"] == 1
     standby = [t for t, name, _ in result.recording.events if name == "state:STANDBY"]
     assert any(1.8 <= t <= 2.0 for t in standby), result.recording.events
+
+
+CHARGE_TO_FULL = """
+[scenario]
+name = "charge to 100 %, drive, charge again"
+initial_soc = 0.93
+[[step]]
+kind = "charge"
+target_soc = 1.0
+max_current_A = 60.0
+max_duration_s = 7200.0
+[[step]]
+kind = "current"
+current_A = 120.0
+duration_s = 120.0
+[[step]]
+kind = "charge"
+target_soc = 1.0
+max_current_A = 60.0
+max_duration_s = 7200.0
+"""
+
+
+def test_a_charge_step_ends_when_the_bms_ends_the_charge(tmp_path):
+    """A target the BMS's end of charge (CV phase below its cut-off current) comes before: each charge step ends
+    there, as a charger ends its session, instead of holding the pack at rest to the step's 2 h limit; and a
+    second charge after a completed one charges again (the flag left from the first does not end it)."""
+    result = run_scenario(parse_scenario(CHARGE_TO_FULL, "<test>"), out_dir=tmp_path, mode="headless")
+    events = result.recording.events
+    complete = [t for t, kind, detail in events if kind == "charge" and "complete" in detail]
+    assert len(complete) == 2, [e for e in events if e[1] == "charge"]
+    simulated = result.summary["simulated_s"]
+    assert simulated == pytest.approx(complete[1], abs=0.2) and simulated < 7200.0
+    rec = result.recording
+    soc, t = rec.signals["soc_true"], rec.time_s
+    drive_end = np.searchsorted(t, complete[0] + 120.0)
+    assert soc[drive_end] < soc[np.searchsorted(t, complete[0])] - 0.03   # the drive drew it down ...
+    assert soc[-1] > soc[drive_end] + 0.03                                # ... the second charge filled it

@@ -144,6 +144,8 @@ class Bench:
         self._watch = ContactorWatch(pack) if emulator.bms is None else None
         estimator = emulator.estimator
         self._soc = (lambda: estimator.pack_soc) if estimator is not None else (lambda: pack.soc)
+        bms = emulator.bms
+        self._charge_complete = (lambda: bms.charge_complete) if bms is not None else None
 
     # --- time -----------------------------------------------------------------------------------------------
     @property
@@ -181,12 +183,13 @@ class Bench:
             hook(self)
 
     def run(self, segment: Segment) -> None:
-        """Run one drive segment to its end (a charge: to its target SOC or time limit)."""
+        """Run one drive segment to its end (a charge: to its target SOC, its time limit or the end of charge the
+        built-in BMS declares)."""
         options = segment.step_options()
         step = Step(segment.kind, options)
         one = replace(self.scenario, steps=(step,), faults=())
         program = _SliceProgram(one, segment.speed_profile()) if isinstance(segment, CycleSlice) \
-            else LoadProgram(one)
+            else LoadProgram(one, self._charge_complete)
         if isinstance(segment, CycleSlice) and not len(power_profile(segment.speed_profile(), Vehicle(),
                                                                      self.dt_s)[0]):
             raise BenchError(f"{segment}: the slice is shorter than one tick")
