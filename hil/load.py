@@ -1,7 +1,6 @@
 """The scenario's steps as a per-tick load program: what the vehicle or charger asks of the pack."""
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,13 +27,13 @@ class Demand:
 
 class LoadProgram:
     """Walks through the steps tick by tick. A charge step lasts until the target SOC (as the BMS reports it), its
-    time limit, or the end of charge the BMS declares (``charge_complete``: a callable, the built-in BMS's flag;
-    None for a BMS that does not say), as a charger ends its session: a target above the SOC at which the BMS
+    time limit, or the end of charge the built-in BMS declares (``bms``: its ``charge_complete``; None for a BMS
+    firmware, which does not say), as a charger ends its session: a target above the SOC at which the BMS
     ends the charge (``target_soc = 1.0``) would otherwise hold the pack at rest until the time limit."""
 
-    def __init__(self, scenario: Scenario, charge_complete: Callable[[], bool] | None = None):
+    def __init__(self, scenario: Scenario, bms=None):
         self.scenario = scenario
-        self.charge_complete = charge_complete
+        self.bms = bms
         self._charge_begun = False   # the BMS's flag was down during this step: a complete after that ends it
         self.dt_s = scenario.dt_s
         self._index = -1
@@ -123,8 +122,8 @@ class LoadProgram:
             if step.kind == "charge":
                 if soc() >= step.options["target_soc"]:
                     done = True
-                elif self.charge_complete is not None:
-                    if not self.charge_complete():
+                elif self.bms is not None:
+                    if not self.bms.charge_complete:
                         self._charge_begun = True
                     elif self._charge_begun:
                         done = True

@@ -285,8 +285,7 @@ def run_scenario(scenario: Scenario, *, out_dir: str | Path | None = None, mode:
     except BaseException:
         fw_run.close()
         raise
-    bms = emulator.bms
-    program = LoadProgram(scenario, (lambda: bms.charge_complete) if bms is not None else None)
+    program = LoadProgram(scenario, emulator.bms)
     dt = scenario.dt_s
     asked_s = program.planned_duration_s()
     planned = asked_s if max_sim_s is None else min(asked_s, max_sim_s)

@@ -144,8 +144,6 @@ class Bench:
         self._watch = ContactorWatch(pack) if emulator.bms is None else None
         estimator = emulator.estimator
         self._soc = (lambda: estimator.pack_soc) if estimator is not None else (lambda: pack.soc)
-        bms = emulator.bms
-        self._charge_complete = (lambda: bms.charge_complete) if bms is not None else None
 
     # --- time -----------------------------------------------------------------------------------------------
     @property
@@ -189,7 +187,7 @@ class Bench:
         step = Step(segment.kind, options)
         one = replace(self.scenario, steps=(step,), faults=())
         program = _SliceProgram(one, segment.speed_profile()) if isinstance(segment, CycleSlice) \
-            else LoadProgram(one, self._charge_complete)
+            else LoadProgram(one, self.emulator.bms)
         if isinstance(segment, CycleSlice) and not len(power_profile(segment.speed_profile(), Vehicle(),
                                                                      self.dt_s)[0]):
             raise BenchError(f"{segment}: the slice is shorter than one tick")
