@@ -65,7 +65,8 @@ PAR_BAL_MAX_T = 17      # degC, no balancing above
 PAR_BAL_MIN_V = 18      # V, no bleeding of a group below
 PAR_REST_A = 19         # A, imbalance is judged only with |current| at or below this
 PAR_LP_TAU = 20         # s, low-pass on voltage and current before the stack-pressure regression
-N_PAR = 21
+PAR_TEMP_JUMP = 21      # K/s, a faster change between two temperature samples is a sensor step
+N_PAR = 22
 
 # kernel scalars (kernel-owned state)
 KS_LAST_SLOW = 0
@@ -221,6 +222,7 @@ class ProtectionState:
         par[PAR_TEMP_MIN], par[PAR_TEMP_MAX] = c.temperature_plausible_min_C, c.temperature_plausible_max_C
         par[PAR_DISAGREE_K] = c.temperature_disagreement_K
         par[PAR_RATE_TAU] = c.thermal_rise_filter_s
+        par[PAR_TEMP_JUMP] = c.temperature_jump_K_per_s
         par[PAR_CUR_MAX] = c.current_plausible_max_A
         par[PAR_OC_WARN], par[PAR_OC_ERR] = c.overcurrent_warning_margin, c.overcurrent_error_margin
         par[PAR_OC_OFFSET] = c.overcurrent_offset_A

@@ -139,6 +139,9 @@ class BmsConfig:
     temperature_sensor_debounce_s: float = _c(0.5, non_negative)
     temperature_disagreement_K: float = _c(20.0, positive, "from the median and from the module's other sensor")
     temperature_disagreement_debounce_s: float = _c(5.0, non_negative)
+    temperature_jump_K_per_s: float = _c(50.0, positive, "a reading that moves faster between two samples "
+                                         "is a sensor step (stuck, intermittent contact), not heat: the rise "
+                                         "rate starts again from it")
     thermal_rise_warning_K_per_s: float = _c(0.5, threshold)
     thermal_rise_error_K_per_s: float = _c(1.0, threshold)
     thermal_rise_emergency_K_per_s: float = _c(2.0, threshold, "sulfide exotherm onset 160-200 degC")

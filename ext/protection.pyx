@@ -41,6 +41,7 @@ cdef int IN_SLOW_PERIOD = L.IN_SLOW_PERIOD, IN_CORE_MAX = L.IN_CORE_MAX, IN_CORE
 cdef int PAR_CELL_MIN = L.PAR_CELL_MIN, PAR_CELL_MAX = L.PAR_CELL_MAX, PAR_STUCK_DI = L.PAR_STUCK_DI
 cdef int PAR_STUCK_DV = L.PAR_STUCK_DV, PAR_STUCK_DEB = L.PAR_STUCK_DEB, PAR_TEMP_MIN = L.PAR_TEMP_MIN
 cdef int PAR_TEMP_MAX = L.PAR_TEMP_MAX, PAR_DISAGREE_K = L.PAR_DISAGREE_K, PAR_RATE_TAU = L.PAR_RATE_TAU
+cdef int PAR_TEMP_JUMP = L.PAR_TEMP_JUMP
 cdef int PAR_CUR_MAX = L.PAR_CUR_MAX, PAR_OC_WARN = L.PAR_OC_WARN, PAR_OC_ERR = L.PAR_OC_ERR
 cdef int PAR_OC_OFFSET = L.PAR_OC_OFFSET, PAR_OC_EM_DIS = L.PAR_OC_EM_DIS, PAR_OC_EM_CH = L.PAR_OC_EM_CH
 cdef int PAR_REG_TAU = L.PAR_REG_TAU, PAR_REG_MIN_VAR = L.PAR_REG_MIN_VAR
@@ -563,12 +564,13 @@ cdef class ProtectionKernel:
             lv = debounce(raw, raw == 0, deb_ts, dts, self.tm_temp_sensor + 4 * s, self.lv_temp_sensor + s)
             valid[s] = 1 if (plausible and lv == 0) else 0
 
-        # rise rate, filtered
+        # rise rate, filtered; a step faster than any heat is a sensor's (stuck, contact): the rate restarts
         if dts > 0.0:
             a = 1.0 - exp(-dts / par[PAR_RATE_TAU])
             for s in range(nt):
-                if valid[s] and isfinite(last[s]):
-                    rate[s] = rate[s] + a * ((T[s] - last[s]) / dts - rate[s])
+                x = (T[s] - last[s]) / dts
+                if valid[s] and isfinite(last[s]) and fabs(x) <= par[PAR_TEMP_JUMP]:
+                    rate[s] = rate[s] + a * (x - rate[s])
                 else:
                     rate[s] = 0.0
                 last[s] = T[s] if valid[s] else NAN

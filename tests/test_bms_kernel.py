@@ -63,6 +63,8 @@ def setups(draw):
             repeat=repeat,
             cells=draw(st.lists(CELL_VALUES, min_size=ns, max_size=ns)),
             temps=draw(st.lists(TEMP_VALUES, min_size=nt, max_size=nt)),
+            # K per step added to the temperatures instead (the rise-rate filter; None: new readings)
+            temp_drift=draw(st.sampled_from([None, None, 0.0, 0.01, -0.03, 0.1, 5.0])),
             current=draw(st.one_of(st.floats(-800, 800), st.sampled_from([0.0, 3000.0, -3000.0, math.nan]))),
             pack_V=draw(st.floats(0.0, 5.0 * ns)), link_V=draw(st.floats(0.0, 5.0 * ns)),
             feedback=draw(st.lists(st.sampled_from([0.0, 1.0]), min_size=3, max_size=3)),
@@ -101,7 +103,10 @@ def test_protection_kernels_agree(compiled, twin, setup):
             r = sensors.reading
             if not step["repeat"] or k == 0:
                 r[:ns] = step["cells"]
-                r[ns:ns + nt] = step["temps"]
+                if step["temp_drift"] is None or k == 0:
+                    r[ns:ns + nt] = step["temps"]
+                else:
+                    r[ns:ns + nt] += step["temp_drift"]
                 r[ns + nt] = step["current"]
             r[ns + nt + 1], r[ns + nt + 2] = step["pack_V"], step["link_V"]
             r[ns + nt + 3:] = step["feedback"]
@@ -131,3 +136,34 @@ def test_protection_kernels_agree(compiled, twin, setup):
     state = sides[0][0]
     event(f"stack pressure judged: {bool((state.ratio != 1.0).any())}")
     event(f"highest level: {int(state.level.max())}")
+
+
+def _thermal_event_levels(kernels, temperature_of_sensor_1, seconds=12.0, dt=0.01):
+    """The THERMAL_EVENT level over time of an 8-group pack at rest whose sensor 1 reads
+    ``temperature_of_sensor_1(t)`` while the other three read 20 degC."""
+    state, sensors, plant, kernel = _build(kernels, 8, 4, 2, BmsConfig())
+    r = sensors.reading
+    r[:8] = 3.7
+    r[8:12] = 20.0
+    r[12] = 0.0
+    r[13] = r[14] = 8 * 3.7
+    levels, t = [], 0.0
+    while t < seconds:
+        t += dt
+        r[9] = temperature_of_sensor_1(t)
+        kernel.tick(t, dt)
+        levels.append((round(t, 3), int(state.level[P.THERMAL_EVENT])))
+    return levels
+
+
+def test_a_sensor_stuck_at_a_step_is_no_thermal_event_but_a_fast_rise_is(compiled, twin):
+    for kernels in (compiled, twin):
+        # a stuck sensor: 20 degC, then 11.3 K higher from one sample to the next (found by a sweep: a pack
+        # at 13.7 degC with a sensor stuck at 25 degC latched THERMAL_EVENT at EMERGENCY and stopped the drive)
+        stuck = _thermal_event_levels(kernels, lambda t: 20.0 if t < 1.0 else 31.3)
+        assert max(level for _, level in stuck) == 0, kernels
+        # heat: 3 K/s from 1 s on (above the 2 K/s emergency threshold) reaches EMERGENCY after the
+        # 2 s filter and the 2 s debounce
+        rising = _thermal_event_levels(kernels, lambda t: 20.0 + 3.0 * max(0.0, t - 1.0))
+        first = next(t for t, level in rising if level == 3)
+        assert 3.0 < first < 8.0, (kernels, first)

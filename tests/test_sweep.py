@@ -436,6 +436,22 @@ def test_a_bad_sweep_file_names_its_file_line_and_key(base, tmp_path, text, mess
         members(load_sweep(path))  # a member is checked as a scenario when it is made
 
 
+def test_a_sweep_sets_any_number_or_word_of_a_fault_and_checks_each_member(base, tmp_path):
+    # which channel is faulted, and how: integer and string keys of a fault (the channel was refused as
+    # "unknown key 'index'" although the scenario has it)
+    text = ("[sweep]\nscenario = 'base.toml'\ndesign = 'grid'\n[[parameter]]\npath = 'fault[0].index'\n"
+            "values = [0, 191]\n[[parameter]]\npath = 'fault[0].fault'\nvalues = ['offset', 'stuck']\n")
+    ms = members(load_sweep(_write(tmp_path, "channels.toml", text)))
+    faults = [parse_scenario(m.text, m.source).faults[0] for m in ms]
+    assert sorted((f.options["index"], f.options["fault"]) for f in faults) == [
+        (0, "offset"), (0, "stuck"), (191, "offset"), (191, "stuck")]
+    with pytest.raises(SweepError, match=r":5: parameter\[0\].path: unknown key 'name' of fault\[0\]"):
+        load_sweep(_write(tmp_path, "name.toml", text.replace("'fault[0].index'", "'fault[0].name'")))
+    with pytest.raises(SweepError, match=r"member \d \(fault\[0\].index = 500, .*\) is not a valid scenario: "
+                                        r"expected a cell_voltage channel 0 \.\.\. 191"):
+        members(load_sweep(_write(tmp_path, "far.toml", text.replace("191", "500"))))
+
+
 def test_a_large_sweep_checks_its_extreme_members(base, tmp_path):
     path = _write(tmp_path, "large.toml", "[sweep]\nscenario = 'base.toml'\ndesign = 'random'\nmembers = 1100\n"
                   "[[parameter]]\npath = 'scenario.initial_soc'\ndistribution = 'normal'\nmean = 0.5\nsigma = 0.2\n")

@@ -298,11 +298,11 @@ class ProtectionKernel:
         valid = plausible & (s.lv_temp_sensor == 0)
         s.temp_valid[:] = valid
 
-        # rise rate, filtered
+        # rise rate, filtered; a step faster than any heat is a sensor's (stuck, contact): the rate restarts
         if dts > 0.0:
             a = 1.0 - math.exp(-dts / par[L.PAR_RATE_TAU])
-            has_prev = valid & np.isfinite(s.temp_last_C)
             rate = (T - s.temp_last_C) / dts
+            has_prev = valid & np.isfinite(s.temp_last_C) & (np.abs(rate) <= par[L.PAR_TEMP_JUMP])
             s.temp_rate[:] = np.where(has_prev, s.temp_rate + a * (rate - s.temp_rate), 0.0)
             s.temp_last_C[:] = np.where(valid, T, np.nan)
 

@@ -367,8 +367,9 @@ def check_path(path: str, base, base_data: dict, fail):
     entry = entries[index]
     vocabulary: dict[str, dict] = {"step": STEP_KINDS, "fault": FAULT_KINDS, "expect": EXPECT_KINDS}
     allowed: dict = {**vocabulary[root][entry.kind], **(FAULT_COMMON if root == "fault" else {})}
-    allowed = {k: v for k, v in allowed.items() if v in (float, int) or (isinstance(v, tuple) and float in v)
-               or k in ("cycle", "fault", "sensor", "method")}
+    # every value a sweep can write (a number, string or boolean; each member is then checked as a scenario),
+    # not a name or a nested table
+    allowed = {k: v for k, v in allowed.items() if k != "name" and v is not dict}
     known(allowed)
     if root == "fault" and key == "at_s" and entry.at_s is None:
         fail(f"{parts[0]} fires on a condition (when = ...), not at a time")
