@@ -264,10 +264,11 @@ class CanLoop:
 
     def __init__(self, emulator, *, mode: str = "lockstep", log=None, external_vcu: bool = False,
                  vcu_firmware=None, diag_requests=(), frames=(), codec: Codec | None = None, matrix=None,
-                 **bus_options):
+                 bms_messages: dict | None = None, **bus_options):
         """``matrix``: a vehicle CAN-matrix map (path or ``bms.can.matrix.MatrixMap``): the BMS speaks it, and
         the VCU (written against the built-in DBC) through a ``VcuGateway``. ``frames``: a scenario's
-        ``[[frame]]`` injections (``hil.frames.FrameInjection``), sent by ``self.injector`` on a handle of its own."""
+        ``[[frame]]`` injections (``hil.frames.FrameInjection``), sent by ``self.injector`` on a handle of its own.
+        ``bms_messages``: an external BMS firmware's messages, frame id -> (name, period s or None), from its DBC."""
         if mode not in ("lockstep", "paced"):
             raise ValueError(f"mode: expected 'lockstep' or 'paced', found {mode!r}")
         self.emulator = emulator
@@ -277,7 +278,7 @@ class CanLoop:
             matrix = load_matrix_map(matrix, n_cells=emulator.pack.params.n_series,
                                      n_temperatures=len(emulator.sensors.temperature_C))
         self.matrix = matrix
-        node_options = {}
+        node_options: dict = {"firmware_messages": bms_messages}
         if matrix is not None and matrix.diag_config() is not None:  # UDS on the vehicle's own ids, as serve
             node_options["diag"] = matrix.diag_config()
         options = {"interface": "virtual", **bus_options}

@@ -86,6 +86,13 @@ class FirmwareRun:
             return self.foreign
         return None
 
+    def bms_messages(self) -> dict | None:
+        """The external BMS firmware's messages from its DBC, frame id -> (name, cycle time s or None), for the
+        node's cycle-time statistics (None: the built-in BMS, or no DBC)."""
+        if not self.drives_bms or self.view is None:
+            return None
+        return {m.frame_id: (m.name, m.cycle_time / 1000.0 if m.cycle_time else None) for m in self.view.db.messages}
+
     def published_events(self) -> list:
         """The external BMS's published state and fault changes since the last call (none for the built-in)."""
         return self.foreign.published.take() if self.foreign is not None else []

@@ -301,7 +301,7 @@ def run_scenario(scenario: Scenario, *, out_dir: str | Path | None = None, mode:
     if mode != "headless":
         from .can_loop import CanLoop
         try:
-            can = CanLoop(emulator, mode=mode, vcu_firmware=fw_run.vcu_firmware,
+            can = CanLoop(emulator, mode=mode, vcu_firmware=fw_run.vcu_firmware, bms_messages=fw_run.bms_messages(),
                           diag_requests=scenario.diag, frames=scenario.frames, **(can_options or {}))
         except BaseException:
             fw_run.close()

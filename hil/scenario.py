@@ -579,6 +579,22 @@ def _parse_firmware(table, source, loc):
     return FirmwareSpec(**values, mapping=mapping, signals=signals, differential=differential)
 
 
+def load_firmware(path: str | Path):
+    """The ``[firmware]`` table of a TOML file (a file of that table alone, or a scenario): a team's firmware
+    described once (its DBC and signals too) and put under any scenario (``bms-emu run --firmware FILE.toml``,
+    the kit's ``--bms-firmware``). Paths resolve beside the file."""
+    from bms.input_files import InputFileError, read_input_text
+    path = Path(path)
+    try:
+        text = read_input_text(path, what="firmware file", max_bytes=MAX_SCENARIO_BYTES)
+    except InputFileError as exc:
+        raise ScenarioError(exc.path, None, "file", exc.reason) from None
+    data = parse_toml(text, str(path), ScenarioError, "firmware file")
+    if "firmware" not in data:
+        raise ScenarioError(str(path), None, "firmware", f"no [firmware] table{suggest('firmware', list(data))}")
+    return _parse_firmware(data["firmware"], str(path), _Locator(text))
+
+
 def beside(text: str, source: str) -> Path:
     """A path a scenario names: absolute as written, else beside the scenario file (never the working folder)."""
     path = Path(text).expanduser()

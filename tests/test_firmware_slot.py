@@ -535,6 +535,35 @@ def test_cli_runs_a_scenario_with_the_c_vcu_and_names_it(fw, tmp_path, capsys):
     assert json.loads((tmp_path / "summary.json").read_text())["firmware"]["vcu"]["name"] == "example-vcu"
 
 
+def test_cli_puts_a_bms_firmware_described_once_under_any_scenario(fw, tmp_path, capsys):
+    # the firmware's table in a file of its own (its DBC and signals too), put under a built-in scenario; its
+    # frames' cycle times are judged against its DBC's GenMsgCycleTime (they were "no CAN traffic")
+    (tmp_path / "my-bms.toml").write_text(textwrap.dedent(f"""\
+        [firmware]
+        role = "bms"
+        kind = "library"
+        path = "{fw["libbms"]}"
+        dbc = "{EXAMPLE_DBC}"
+        [firmware.signals]
+        state = "EXB_Status.State"
+        discharge_limit_A = "EXB_Status.DischargeLimit"
+        charge_limit_A = "EXB_Status.ChargeLimit"
+        """), encoding="utf-8")
+    code = cli(["run", "default", "--max-sim-s", "4", "--out", str(tmp_path / "out"), "--no-plots",
+                "--firmware", str(tmp_path / "my-bms.toml"), "-c", "fil-cli-bms"])
+    out = capsys.readouterr().out
+    assert "firmware (bms): example-bms 1.0.0 (library:" in out, out
+    assert code == 4  # cut short by --max-sim-s
+    cycle = json.loads((tmp_path / "out" / "summary.json").read_text())["cycle_times"]
+    assert cycle["EXB_Status"]["mean_interval_ms"] == pytest.approx(100.0) and cycle["EXB_Status"]["frames"] >= 35
+    assert cli(["run", "default", "--firmware", str(tmp_path / "my-bms.toml"), "--firmware-role", "vcu",
+                "--out", str(tmp_path / "out2")]) == 2
+    assert "--firmware-role vcu: " in capsys.readouterr().err
+    (tmp_path / "none.toml").write_text("[firmwar]\nrole = 'bms'\n", encoding="utf-8")
+    assert cli(["run", "default", "--firmware", str(tmp_path / "none.toml"), "--out", str(tmp_path / "out3")]) == 2
+    assert "none.toml: firmware: no [firmware] table; did you mean 'firmwar'" in capsys.readouterr().err
+
+
 def test_examples_are_short_and_documented():
     for name in ("bms.c", "vcu.c"):
         text = (ROOT / "examples" / "firmware" / name).read_text()

@@ -319,7 +319,8 @@ class CanNode:
                  cooling_factor: float = 1.0, arm_timeouts: str = "first-rx", e2e_max_errors: int = 3,
                  comm_recovery_frames: int = 3, counter_max_delta: int = 2, bus_error_timeout_s: float | None = None,
                  max_rx_per_tick: int = 10_000, controller_error_frames: bool | None = None,
-                 log_batch_frames: int = 512, node_name: str = "BMS", diag=True, matrix=None, **bus_config):
+                 log_batch_frames: int = 512, node_name: str = "BMS", diag=True, matrix=None,
+                 firmware_messages: dict | None = None, **bus_config):
         if arm_timeouts not in ("first-rx", "start"):
             raise ValueError(f"arm_timeouts: expected 'first-rx' or 'start', found {arm_timeouts!r}")
         self.emulator = emulator
@@ -361,6 +362,7 @@ class CanNode:
         if codec is not None and matrix is None and self._firmware is None:  # a DBC in place of the shipped one
             check_node_dbc(self.codec, node_name)
         self._firmware_stats: dict = {}
+        self._firmware_messages = firmware_messages or {}   # frame id -> (name, period s or None), its DBC's
         self._shadow = getattr(emulator, "shadow", None)   # a BMS firmware run beside (differential): hears all
         self._requests = _request_enum()
         self._request_values = tuple(self._requests(r) for r in range(_REQ_SHUTDOWN + 1))
@@ -730,7 +732,9 @@ class CanNode:
         for frame in firmware.transmit():
             st = stats.get(frame.arbitration_id)
             if st is None:
-                st = stats[frame.arbitration_id] = self.stats.track(f"0x{frame.arbitration_id:X}", "tx", None)
+                frame_id = frame.arbitration_id
+                name, period_s = self._firmware_messages.get(frame_id, (f"0x{frame_id:X}", None))
+                st = stats[frame_id] = self.stats.track(name, "tx", round(period_s * 1e9) if period_s else None)
             self._prepared.append((st.append_ns, frame))
 
     def _send_prepared(self, t_ns: int, realtime: bool) -> None:

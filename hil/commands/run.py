@@ -42,7 +42,8 @@ def add_subparser(subparsers):
                         help="the firmware under test on the bus is the VCU: no VCU model is put on the bus")
     fw = parser.add_argument_group("firmware in the loop (overrides the scenario's [firmware])")
     fw.add_argument("--firmware", metavar="PATH", help="a firmware library (.so), program or FMU (.fmu) to put in a "
-                    "slot; stepped in lockstep (see bms-emu firmware)")
+                    "slot, or a TOML file whose [firmware] table describes it (a BMS firmware's DBC and "
+                    "signals); stepped in lockstep (see bms-emu firmware)")
     fw.add_argument("--firmware-role", choices=("bms", "vcu"), help="its slot (default: the scenario's, else vcu)")
     fw.add_argument("--firmware-kind", choices=("library", "process", "fmu"),
                     help="its transport (default: library for .so/.dylib, fmu for .fmu, else process)")
@@ -113,11 +114,19 @@ def _firmware_spec(args, scenario):
 
     from bms.fil.loader import FirmwareSpec
     suffix = Path(args.firmware.split()[0]).suffix
-    kind = args.firmware_kind or {".so": "library", ".dylib": "library", ".fmu": "fmu"}.get(suffix, "process")
-    path = args.firmware if kind == "process" else str(Path(args.firmware).resolve())
-    base = scenario.firmware or FirmwareSpec(role="vcu")
-    role = args.firmware_role or base.role
-    spec = replace(base, role=role, kind=kind, path=path) if base.role == role else FirmwareSpec(role, kind, path)
+    if suffix == ".toml":  # a firmware described once: its [firmware] table (path, role, DBC, signals ...)
+        from ..scenario import load_firmware
+        spec = load_firmware(args.firmware)
+        for flag, given, own in (("--firmware-role", args.firmware_role, spec.role),
+                                 ("--firmware-kind", args.firmware_kind, spec.kind)):
+            if given is not None and given != own:
+                raise SystemExit(f"bms-emu run: error: {flag} {given}: {args.firmware} says {own}")
+    else:
+        kind = args.firmware_kind or {".so": "library", ".dylib": "library", ".fmu": "fmu"}.get(suffix, "process")
+        path = args.firmware if kind == "process" else str(Path(args.firmware).resolve())
+        base = scenario.firmware or FirmwareSpec(role="vcu")
+        role = args.firmware_role or base.role
+        spec = replace(base, role=role, kind=kind, path=path) if base.role == role else FirmwareSpec(role, kind, path)
     if args.firmware_config is not None:
         spec = replace(spec, config=args.firmware_config)
     if args.firmware_timeout is not None:

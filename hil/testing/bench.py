@@ -119,7 +119,8 @@ class Bench:
                 self.log_path.parent.mkdir(parents=True, exist_ok=True)
                 options["log"] = str(self.log_path)
             self.can = CanLoop(emulator, mode="lockstep", vcu_firmware=self._fw.vcu_firmware,
-                               external_vcu=vcu == "none", codec=_default_codec(), matrix=matrix, **options)
+                               bms_messages=self._fw.bms_messages(), external_vcu=vcu == "none",
+                               codec=_default_codec(), matrix=matrix, **options)
         except BaseException:
             self._fw.close()
             raise

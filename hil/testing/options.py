@@ -44,15 +44,13 @@ def configure(options: KitOptions) -> None:
 
 
 def firmware_spec(path: str, role: str = "vcu", kind: str | None = None, config: str = "") -> FirmwareSpec:
-    """A firmware from the command line: a scenario TOML's ``[firmware]`` table (every key, for a BMS firmware's
-    DBC and signals), or a library (``.so``/``.dylib``/``.dll``), an FMU (``.fmu``) or a program to run."""
+    """A firmware from the command line: the ``[firmware]`` table of a TOML file, alone or in a scenario (every
+    key, for a BMS firmware's DBC and signals), or a library (``.so``/``.dylib``/``.dll``), an FMU (``.fmu``)
+    or a program to run."""
     p = Path(path)
     if p.suffix == ".toml":
-        from hil.scenario import load_scenario
-        spec = load_scenario(p).firmware
-        if spec is None:
-            raise BmsError(f"{path}: no [firmware] table")
-        return spec
+        from hil.scenario import load_firmware
+        return load_firmware(p)
     if kind is None:
         kind = "library" if p.suffix in (".so", ".dylib", ".dll") else "fmu" if p.suffix == ".fmu" else "process"
     if kind not in KINDS:
