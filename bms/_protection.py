@@ -103,7 +103,8 @@ OUT_RATIO_MAX = 11
 OUT_RATIO_IDX = 12
 OUT_R_REF = 13         # ohm, reference resistance of the last judgement
 OUT_SLOW_DT = 14
-N_OUT = 15
+OUT_T_MEDIAN = 15      # degC, median of the valid sensors (nan below 3): a bad sensor does not move it
+N_OUT = 16
 
 # per-channel temperature checks (rows of tm_temp / lv_temp)
 TEMP_CHECKS = (P.DISCHARGE_OVERTEMPERATURE, P.DISCHARGE_UNDERTEMPERATURE, P.CHARGE_OVERTEMPERATURE,

@@ -24,6 +24,7 @@ cdef double KELVIN = 273.15
 cdef int READY = 3, CHARGING = 4
 cdef int C_POS = MAIN_POSITIVE, C_NEG = MAIN_NEGATIVE, C_PRE = _PRECHARGE
 cdef int OUT_SLOW_DT = L.OUT_SLOW_DT, OUT_T_MIN = L.OUT_T_MIN, OUT_T_MAX = L.OUT_T_MAX
+cdef int OUT_T_MEDIAN = L.OUT_T_MEDIAN
 cdef int OUT_V_MIN = L.OUT_V_MIN, OUT_V_MAX = L.OUT_V_MAX, OUT_V_SUM = L.OUT_V_SUM
 cdef int OUT_N_VALID_V = L.OUT_N_VALID_V, OUT_N_VALID_T = L.OUT_N_VALID_T
 cdef int IN_CORE_MIN = L.IN_CORE_MIN, IN_R_REF = L.IN_R_REF, IN_DIS_REF = L.IN_DIS_REF
@@ -590,7 +591,9 @@ cdef class SlowTask:
             core_hot = NAN
         inp[IN_CORE_MIN] = self._v[3] if isfinite(self._v[3]) else NAN
         self._v[4] = core_hot
-        t_mean = 0.5 * (t_min + o[OUT_T_MAX])
+        t_mean = o[OUT_T_MEDIAN]  # the sensors' median (see the twin), else the mean of the extremes
+        if not isfinite(t_mean):
+            t_mean = 0.5 * (t_min + o[OUT_T_MAX])
         if isfinite(t_mean):
             inp[IN_R_REF] = self._arr[0] * exp(self._arr[1] * (1.0 / (t_mean + KELVIN) - 1.0 / T_REF_K)) / self._npar
         return 0

@@ -54,6 +54,7 @@ cdef int OUT_V_MAX_IDX = L.OUT_V_MAX_IDX, OUT_V_SUM = L.OUT_V_SUM, OUT_N_VALID_V
 cdef int OUT_T_MIN = L.OUT_T_MIN, OUT_T_MAX = L.OUT_T_MAX, OUT_T_MIN_IDX = L.OUT_T_MIN_IDX
 cdef int OUT_T_MAX_IDX = L.OUT_T_MAX_IDX, OUT_N_VALID_T = L.OUT_N_VALID_T, OUT_RATIO_MAX = L.OUT_RATIO_MAX
 cdef int OUT_RATIO_IDX = L.OUT_RATIO_IDX, OUT_R_REF = L.OUT_R_REF, OUT_SLOW_DT = L.OUT_SLOW_DT
+cdef int OUT_T_MEDIAN = L.OUT_T_MEDIAN
 cdef int IN_R_REF = L.IN_R_REF, PAR_LP_TAU = L.PAR_LP_TAU, KS_LP_I = L.KS_LP_I, IN_SP_SOC_OK = L.IN_SP_SOC_OK
 cdef int IN_IMB_SOC_OK = L.IN_IMB_SOC_OK
 cdef int KS_REG_MU = L.KS_REG_MU, KS_REG_MUU = L.KS_REG_MUU, KS_REG_MUI = L.KS_REG_MUI
@@ -664,6 +665,7 @@ cdef class ProtectionKernel:
                     t_max, i_max = T[s], s
         out[OUT_T_MIN] = t_min
         out[OUT_T_MAX] = t_max
+        out[OUT_T_MEDIAN] = median
         out[OUT_T_MIN_IDX] = i_min
         out[OUT_T_MAX_IDX] = i_max
         out[OUT_N_VALID_T] = n_valid

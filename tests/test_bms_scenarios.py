@@ -320,6 +320,37 @@ max_duration_s = 400.0
     assert not stack, f"stack-pressure warning on a healthy pack charging at {temp_C} degC: {stack}"
 
 
+def test_a_stuck_temperature_sensor_in_a_cold_pack_raises_no_stack_pressure_warning():
+    """The stack-pressure reference resistance is the datasheet R0 at the sensors' temperature. Taken at the mean of
+    the coldest and the hottest sensor, one sensor stuck at 25 degC in a pack at -12 degC put it 2.5x too low, and a
+    healthy group read 1.62 (warning 1.4) after 140 s of US06 (found by a sweep of the sensor-faults scenario)."""
+    from hil.runner import run_scenario
+    from hil.scenario import parse_scenario
+    text = """
+[scenario]
+name = "cold-stuck-sensor"
+seed = 4
+initial_soc = 0.8
+[ambient]
+temp_C = -12.4
+[[step]]
+kind = "drive"
+cycle = "us06"
+[[fault]]
+kind = "sensor"
+sensor = "temperature"
+index = 5
+fault = "stuck"
+value = 25.0
+at_s = 30.0
+"""
+    result = run_scenario(parse_scenario(text, "cold-stuck-sensor"), plots=False)
+    events = [f["event"] for f in result.summary["faults"]]
+    assert "fault:TEMPERATURE_SENSOR:WARNING" in events, "the stuck sensor is no longer seen: the test looks at nothing"
+    stack = [f for f in result.summary["faults"] if "STACK_PRESSURE" in f["event"]]
+    assert not stack, f"stack-pressure warning caused by a stuck temperature sensor: {stack}"
+
+
 def test_lithium_metal_cell_charges_within_its_critical_current_density():
     params = load_pack().replace(pack={"n_series": 16, "n_modules": 1}, cell={"lithium_metal": True})
     emu = Emulator(params, seed=15, initial_soc=0.5, temp_C=25.0, estimator=None)

@@ -121,6 +121,7 @@ def slow_cases(draw):
         steps.append(dict(
             v=sorted(draw(st.lists(st.floats(2.5, 4.3), min_size=2, max_size=2))),
             t=(t_lo, t_lo + draw(st.floats(0, 20))), n_valid=draw(st.sampled_from([0.0, 192.0])),
+            t_median=draw(st.one_of(st.just(math.nan), st.floats(-40, 90))),
             current=draw(st.one_of(st.floats(-400, 800), st.just(math.nan), st.floats(-1, 1))),
             state=draw(st.integers(0, 6)), opening=draw(st.booleans()), dt=draw(st.sampled_from([0.1, 0.2])),
             est=draw(st.booleans()), soc=draw(st.lists(st.floats(0, 1), min_size=3, max_size=3)),
@@ -145,6 +146,7 @@ def test_slow_tasks_agree(case):
             out[L.OUT_V_SUM] = sum(s["v"]) / 2 * s["n_valid"]
             out[L.OUT_N_VALID_V] = out[L.OUT_N_VALID_T] = s["n_valid"]
             out[[L.OUT_T_MIN, L.OUT_T_MAX]] = s["t"]
+            out[L.OUT_T_MEDIAN] = s["t_median"]
             out[L.OUT_SLOW_DT] = s["dt"]
             reading[4] = s["current"]
             task.derate_discharge, task.derate_charge = s["derate"]

@@ -269,11 +269,14 @@ class SlowTask:
             core_hot = math.nan
         inp[L.IN_CORE_MIN] = self.core_cold_C if math.isfinite(self.core_cold_C) else math.nan
         self.core_hot_C = core_hot
-        # the stack-pressure reference: datasheet R0 of a group at the mean sensor temperature
-        t_mean = 0.5 * (t_min + float(o[L.OUT_T_MAX]))
-        if math.isfinite(t_mean):
+        # the stack-pressure reference: datasheet R0 of a group at the sensors' median (one stuck or drifting
+        # sensor moved the mean of the extremes: 2.5x too low a reference, a false warning), else their mean
+        t_ref = float(o[L.OUT_T_MEDIAN])
+        if not math.isfinite(t_ref):
+            t_ref = 0.5 * (t_min + float(o[L.OUT_T_MAX]))
+        if math.isfinite(t_ref):
             r0, e0 = self._arrhenius[:2]
-            inp[L.IN_R_REF] = r0 * math.exp(e0 * (1.0 / (t_mean + KELVIN) - 1.0 / T_REF_K)) / self._npar
+            inp[L.IN_R_REF] = r0 * math.exp(e0 * (1.0 / (t_ref + KELVIN) - 1.0 / T_REF_K)) / self._npar
 
     def _temperature_factors(self, t_lo: float, t_hi: float) -> tuple[float, float, float, float]:
         """The discharge derating factor, the charge C-rate from the cell's table (zero below the charge

@@ -309,10 +309,12 @@ class ProtectionKernel:
         # disagreement with the median of the valid sensors and with every valid sensor of the same module
         n_valid = int(valid.sum())
         raw = np.zeros(nt, dtype=np.int64)
+        out[L.OUT_T_MEDIAN] = math.nan
         if n_valid >= 3:
             ordered = np.sort(T[valid])
             h = n_valid // 2
             median = ordered[h] if n_valid % 2 else (ordered[h - 1] + ordered[h]) / 2.0
+            out[L.OUT_T_MEDIAN] = median
             k = par[L.PAR_DISAGREE_K]
             for i in np.flatnonzero(valid):
                 if not abs(T[i] - median) > k:
