@@ -276,6 +276,22 @@ def _c_bms_spec(tmp_path):
         "charge_limit_A": "EXB_Status.ChargeLimit", "soc_pct": "EXB_Status.SOC", "fault": "EXB_Status.FaultCode"})
 
 
+def test_the_kit_takes_a_bms_firmware_described_in_a_file_of_its_own(tmp_path):
+    """``--bms-firmware my-bms.toml``: the firmware's [firmware] table alone (it took only whole scenarios)."""
+    from hil.testing import Bench, Power, firmware_spec
+    built = _c_bms_spec(tmp_path)
+    (tmp_path / "my-bms.toml").write_text(
+        f'[firmware]\nrole = "bms"\nkind = "library"\npath = "libbms.so"\ndbc = "{EXAMPLE_DBC}"\n'
+        '[firmware.signals]\nstate = "EXB_Status.State"\ndischarge_limit_A = "EXB_Status.DischargeLimit"\n'
+        'charge_limit_A = "EXB_Status.ChargeLimit"\nsoc_pct = "EXB_Status.SOC"\nfault = "EXB_Status.FaultCode"\n',
+        encoding="utf-8")
+    spec = firmware_spec(str(tmp_path / "my-bms.toml"))
+    assert (spec.role, spec.kind, spec.path, spec.signals) == ("bms", "library", built.path, built.signals)
+    with Bench(firmware=spec, channel="kit-fw-file") as bench:
+        bench.run(Power(30_000.0, 2.0))
+        assert bench.state == "READY" and bench.emulator.pack.current_A > 20.0
+
+
 @pytest.mark.parametrize("slot", ["builtin", "c_bms"])
 def test_a_restored_bench_runs_as_a_new_one(tmp_path, slot):
     """Snapshot a settled bench, run it elsewhere (a drive, a fault, a DTC), restore it, and run a drive: the
