@@ -126,8 +126,17 @@ class DidField:
     def _physical(self, raw):
         if self.type == "f32":
             return raw
-        value = raw * self.scale + self.offset
-        return int(value) if self.scale == 1 and self.offset == 0 else value
+        if self.scale == 1 and self.offset == 0:
+            return raw
+        # at the resolution the scale and offset have: 37133 x 0.0001 reads 3.7133, not 3.7133000000000003
+        return round(raw * self.scale + self.offset, max(_decimals(self.scale), _decimals(self.offset)))
+
+
+def _decimals(x: float) -> int:
+    """Decimal places of ``x`` as written (0.25 -> 2, 1e-05 -> 5, 10 -> 0)."""
+    mantissa, _, exponent = f"{abs(x):.15g}".partition("e")
+    places = len(mantissa.partition(".")[2]) - int(exponent or 0)
+    return max(places, 0)
 
 
 class _TableCodec(udsoncan.DidCodec):
