@@ -143,6 +143,9 @@ def test_limits(drive, start):
     # the content holds this run's temporary paths: the sorted order of every example's file varies run to run)
     final = re.search(r"counterexample scenario: (\S+\.toml)", falsifying)
     assert final and Path(final.group(1)).parent == pytester.path / "logs" / "counterexamples", out
+    # the failing examples met while shrinking are removed: the shrunk case alone is kept and reported
+    assert sorted((pytester.path / "logs" / "counterexamples").glob("*.toml")) == [Path(final.group(1))]
+    assert set(re.findall(r"counterexample scenario: (\S+\.toml)", out)) == {final.group(1)}, out
     from hil.runner import run_scenario
     from hil.scenario import load_scenario
     scenario = load_scenario(final.group(1))

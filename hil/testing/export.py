@@ -87,7 +87,28 @@ def write_scenario(bench, folder: Path, expectations=(), *, name: str | None = N
         _write_atomic(folder / file_name, content)
     path = folder / f"{name or bench.scenario.name}-{digest}.toml"
     _write_atomic(path, text)
+    companions[path] = [folder / file_name for file_name in files]
     return path
+
+
+# a written scenario's path -> the cycle files beside it (the pytest plugin removes a test's superseded cases)
+companions: dict[Path, list[Path]] = {}
+
+
+def remove_superseded(paths: list[Path]) -> list[Path]:
+    """Of the cases one test wrote (hypothesis's failing examples while it shrinks, in order), keep the last (the
+    shrunk case it replays last) and remove the others' files that it does not share; returns what is kept."""
+    if len(paths) < 2:
+        return list(paths)
+    final = paths[-1]
+    keep = {final, *companions.get(final, [])}
+    for path in paths[:-1]:
+        if path == final:   # the shrunk case was also met on the way (same content, same file)
+            continue
+        for file in (path, *companions.pop(path, [])):
+            if file not in keep:
+                file.unlink(missing_ok=True)
+    return [final]
 
 
 def _write_atomic(path: Path, text: str) -> None:

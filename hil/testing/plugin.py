@@ -173,12 +173,13 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     item.stash.setdefault(_REPORTS, {})[report.when] = report
+    from .check import take_exports
+    from .export import remove_superseded
+    exports = item.stash.setdefault(_EXPORTS, [])
+    exports[:] = remove_superseded([*exports, *take_exports()])  # the shrunk case, not every example on the way
     if not report.failed:
         return
     sections = [bench.describe() for bench in item.stash.get(_BENCHES, [])]
-    from .check import take_exports
-    exports = take_exports()
-    item.stash.setdefault(_EXPORTS, []).extend(exports)
     for path in item.stash.get(_EXPORTS, []):
         sections.append(f"counterexample scenario: {path}\n  replay: bms-emu run {path} --mode lockstep")
     if sections:
