@@ -583,12 +583,8 @@ def load_firmware(path: str | Path):
     """The ``[firmware]`` table of a TOML file (a file of that table alone, or a scenario): a team's firmware
     described once (its DBC and signals too) and put under any scenario (``bms-emu run --firmware FILE.toml``,
     the kit's ``--bms-firmware``). Paths resolve beside the file."""
-    from bms.input_files import InputFileError, read_input_text
     path = Path(path)
-    try:
-        text = read_input_text(path, what="firmware file", max_bytes=MAX_SCENARIO_BYTES)
-    except InputFileError as exc:
-        raise ScenarioError(exc.path, None, "file", exc.reason) from None
+    text = _read_text(path, "firmware file")
     data = parse_toml(text, str(path), ScenarioError, "firmware file")
     if "firmware" not in data:
         raise ScenarioError(str(path), None, "firmware", f"no [firmware] table{suggest('firmware', list(data))}")
@@ -660,9 +656,13 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
     if not path.exists():
         raise ScenarioError(str(path), None, "scenario", f"no such file or built-in scenario"
                             f"{suggest(str(name_or_path), builtins)}")
+    return parse_scenario(_read_text(path, "scenario file"), str(path))
+
+
+def _read_text(path: Path, what: str) -> str:
+    """A scenario's (or firmware file's) text; a file that cannot be read as one is a ScenarioError."""
     from bms.input_files import InputFileError, read_input_text
     try:
-        text = read_input_text(path, what="scenario file", max_bytes=MAX_SCENARIO_BYTES)
+        return read_input_text(path, what=what, max_bytes=MAX_SCENARIO_BYTES)
     except InputFileError as exc:
         raise ScenarioError(exc.path, None, "file", exc.reason) from None
-    return parse_scenario(text, str(path))

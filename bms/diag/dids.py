@@ -7,6 +7,7 @@ server reads from the BMS and decodes them again, so a tester uses the very same
 """
 from __future__ import annotations
 
+import functools
 import math
 import re
 import struct
@@ -129,7 +130,11 @@ class DidField:
         if self.scale == 1 and self.offset == 0:
             return raw
         # at the resolution the scale and offset have: 37133 x 0.0001 reads 3.7133, not 3.7133000000000003
-        return round(raw * self.scale + self.offset, max(_decimals(self.scale), _decimals(self.offset)))
+        return round(raw * self.scale + self.offset, self._decimals)
+
+    @functools.cached_property
+    def _decimals(self) -> int:   # once per field, not per value (a DID of 192 cell voltages)
+        return max(_decimals(self.scale), _decimals(self.offset))
 
 
 def _decimals(x: float) -> int:
