@@ -25,6 +25,7 @@ __all__ = ["summarise", "write_reports", "mark_incomplete", "clear_reports", "wr
 
 STATE_NAMES = ("INIT", "STANDBY", "PRECHARGE", "READY", "CHARGING", "FAULT", "SHUTDOWN")  # bms.BmsState order
 LEVEL_NAMES = ("none", "warning", "error", "emergency")                                   # bms.FaultLevel order
+_CHARGING = STATE_NAMES.index("CHARGING")
 # the files that carry a verdict or the run's data: removed before a run starts, so a run that is killed
 # (SIGKILL, power loss) never leaves an earlier run's summary in its place
 REPORT_FILES = ("summary.json", "junit.xml", "report.html", "recording.npz")
@@ -41,9 +42,12 @@ def summarise(recording: Recording, verdicts: list[Verdict], *, scenario: str, d
     dts = np.diff(t, prepend=t[0]) if t.size else t
     power_W = s["pack_voltage_V"] * s["current_A"]
     energy_out_kWh = float(np.sum(np.clip(power_W, 0, None) * dts) / 3.6e6)
-    energy_in_kWh = float(np.sum(np.clip(-power_W, 0, None) * dts) / 3.6e6)
+    energy_in_W = np.clip(-power_W, 0, None)
+    energy_in_kWh = float(np.sum(energy_in_W * dts) / 3.6e6)
+    # a charger's energy is no part of what driving consumed (regeneration is)
+    energy_charged_kWh = float(np.sum(energy_in_W * dts * (s["state"] == _CHARGING)) / 3.6e6)
     distance_km = float(np.sum(s["speed_mps"] * dts) / 1000.0)
-    net_kWh = energy_out_kWh - energy_in_kWh
+    net_kWh = energy_out_kWh - (energy_in_kWh - energy_charged_kWh)
     consumption = 100.0 * net_kWh / distance_km if distance_km > 0.1 else None
     soc_err = (s["soc_estimated"] - s["soc_true"]) * 100.0
     temp_err = s["temp_core_est_max_C"] - s["temp_core_max_C"]
@@ -66,6 +70,7 @@ def summarise(recording: Recording, verdicts: list[Verdict], *, scenario: str, d
         "distance_km": distance_km,
         "energy_out_kWh": energy_out_kWh,
         "energy_in_kWh": energy_in_kWh,
+        "energy_charged_kWh": energy_charged_kWh,
         "consumption_kWh_per_100km": consumption,
         # what is left: the BMS's usable energy at the end over this run's consumption; and what a full
         # pack (nominal energy) would give at that consumption
@@ -214,9 +219,9 @@ def write_html(path: Path, summary: dict, plots: list[Path]) -> None:
         f"<figure><img alt='{p.stem}' src='data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}'>"
         f"</figure>" for p in plots)
     keys = ["complete", "truncated", "stop_reason", "simulated_s", "wall_s", "realtime_factor", "distance_km",
-            "energy_out_kWh", "energy_in_kWh", "consumption_kWh_per_100km", "usable_energy_end_kWh",
-            "range_remaining_km", "range_full_pack_km", "soc_start", "soc_end", "soc_error_rms_pct",
-            "soc_error_max_pct", "core_temp_error_rms_K", "temp_core_max_C", "cell_voltage_min_V",
+            "energy_out_kWh", "energy_in_kWh", "energy_charged_kWh", "consumption_kWh_per_100km",
+            "usable_energy_end_kWh", "range_remaining_km", "range_full_pack_km", "soc_start", "soc_end",
+            "soc_error_rms_pct", "soc_error_max_pct", "core_temp_error_rms_K", "temp_core_max_C", "cell_voltage_min_V",
             "cell_voltage_max_V", "time_in_derating_s"]
     facts = _rows((k, summary.get(k)) for k in keys)
     inputs = _rows((k, v) for k, v in (summary.get("inputs") or {}).items())

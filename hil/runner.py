@@ -28,6 +28,7 @@ from .published import ContactorWatch, published_values
 from .report import clear_reports, mark_incomplete, summarise, write_reports
 from .run_info import package_version, scenario_inputs
 from .scenario import SIGNALS, FaultAction, Scenario, ScenarioError, parse_condition
+from .scenario_checks import check_event_names
 from .stopping import describe_stop
 from .vcu import VcuModel, requested_current_A
 
@@ -279,6 +280,7 @@ def run_scenario(scenario: Scenario, *, out_dir: str | Path | None = None, mode:
         with contextlib.suppress(OSError):  # an earlier run's verdict never stands in for this one's
             clear_reports(Path(out_dir))
     fw_run = FirmwareRun(firmware if firmware is not None else scenario.firmware, mode)
+    check_event_names(scenario, builtin_bms=not fw_run.drives_bms)
     try:
         emulator = build_emulator(scenario, fw_run.bms_firmware())
         fw_run.attach(emulator)
@@ -506,7 +508,7 @@ def _close_quietly(can) -> None:
 
 def event_name(kind: str, detail: dict) -> str:
     """A BMS event as a name expectations can match: ``state:FAULT``, ``contactor:main_positive:open``,
-    ``fault:cell_overtemp:ERROR``, ``precharge:complete`` …"""
+    ``fault:CELL_OVERVOLTAGE:ERROR``, ``precharge:complete`` …"""
     if kind == "state":
         return f"state:{detail.get('to')}"
     if kind == "contactor":

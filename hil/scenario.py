@@ -359,7 +359,7 @@ def parse_scenario(text: str, source: str) -> Scenario:
         if kind == "bound":
             if options["signal"] not in SIGNALS:
                 raise ScenarioError(source, loc.line("expect", "signal", n), f"expect[{n}].signal",
-                                    f"unknown signal {options['signal']!r}{suggest(options['signal'], SIGNALS)}")
+                                    _unknown_signal(options['signal']))
             if "min" not in options and "max" not in options:
                 raise ScenarioError(source, loc.line("expect", None, n), f"expect[{n}]", "a bound needs min or max")
         if kind == "dtc":
@@ -623,13 +623,18 @@ def _pack_path(pack: str, source: str) -> str:
 _CONDITION = re.compile(r"^\s*(\w+)\s*(<=|>=|<|>)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
 
 
+def _unknown_signal(name: str) -> str:
+    hint = suggest(name, SIGNALS, list_all=False)
+    return f"unknown signal {name!r}{hint}{' The' if hint else '; the'} recorded signals: {', '.join(SIGNALS)}"
+
+
 def _check_condition(text: str, source, line, key):
     match = _CONDITION.match(text)
     if not match:
         raise ScenarioError(source, line, key, f"expected 'SIGNAL < NUMBER' (or <=, >, >=) with a finite number "
                             f"such as 0.5 or 1e-3, found {text!r}")
     if match.group(1) not in SIGNALS:
-        raise ScenarioError(source, line, key, f"unknown signal {match.group(1)!r}{suggest(match.group(1), SIGNALS)}")
+        raise ScenarioError(source, line, key, _unknown_signal(match.group(1)))
 
 
 def parse_condition(text: str) -> tuple[str, str, float]:

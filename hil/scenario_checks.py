@@ -22,7 +22,7 @@ from .scenario import (
     cycle_path,
 )
 
-__all__ = ["check_scenario", "check_expectation_values", "TEMP_RANGE_C"]
+__all__ = ["check_scenario", "check_expectation_values", "check_event_names", "event_pattern_error", "TEMP_RANGE_C"]
 
 TEMP_RANGE_C = (-60.0, 120.0)   # what the emulator accepts for ambient and coolant (bms.emulator)
 CONTACTORS = ("main_positive", "main_negative", "precharge")
@@ -252,8 +252,16 @@ def check_expectation_values(e: Expectation, n: int, faults, source, loc) -> Non
         if o["level"].upper() not in levels:
             raise error("level", f"unknown fault level {o['level']!r}{suggest(o['level'].upper(), levels)}")
     trigger = o.get("after", "start")
+    fault_names = {f.name for f in faults} | {f"{f.name}:cleared" for f in faults if f.clear_at_s is not None}
+    if e.kind in TRIGGERED and trigger in fault_names:
+        raise error("after", f"{trigger!r} is a fault's name, and 'after' takes an event: the fault's "
+                             f"injection is 'inject:{trigger}'")
+    for key in ("event", "after") if e.kind == "event" else ("after",) if e.kind in TRIGGERED else ():
+        why = event_pattern_error(o.get(key, "start"), builtin_bms=False)
+        if why:
+            raise error(key, why)
     if e.kind in TRIGGERED and trigger.startswith("inject:"):
-        names = [f.name for f in faults] + [f"{f.name}:cleared" for f in faults if f.clear_at_s is not None]
+        names = sorted(fault_names)
         wanted = trigger[len("inject:"):]
         if wanted not in names:
             raise error("after", f"no fault named {wanted!r} in the scenario"
@@ -264,3 +272,45 @@ def check_expectation_values(e: Expectation, n: int, faults, source, loc) -> Non
         if o["message"] not in messages:
             raise error("message", f"the BMS sends no message {o['message']!r}{suggest(o['message'], messages)}")
 
+
+
+def event_pattern_error(pattern: str, *, builtin_bms: bool) -> str | None:
+    """Why an event pattern (``event`` or ``after``) can match no event of a run, or None. Only the families
+    with fixed names are checked: ``fault:PROTECTION:LEVEL`` and ``state:STATE`` (names of the built-in BMS,
+    checked only with it: a firmware publishes its own), ``contactor:NAME:open|closed`` (the plant's)."""
+    from bms.controller import BmsState
+    from bms.faults import FaultLevel, Protection
+
+    family, _, rest = pattern.partition(":")
+    parts = rest.split(":") if rest else []
+    fixed = [not any(c in part for c in "*?[") for part in parts]
+    if family == "fault" and parts and fixed[0] and parts[0] != "latch":
+        if len(parts) == 1:
+            return f"a fault event is named fault:PROTECTION:LEVEL: {pattern + ':*'!r} matches it at any level"
+        protections = [p.name for p in Protection]
+        if builtin_bms and parts[0] not in protections:
+            return f"the built-in BMS has no protection {parts[0]!r}{suggest(parts[0], protections)}"
+        levels = [level.name for level in FaultLevel]
+        if fixed[1] and parts[1] not in levels:
+            return f"unknown fault level {parts[1]!r} in {pattern!r}{suggest(parts[1], levels)}"
+    if family == "state" and builtin_bms and len(parts) == 1 and fixed[0]:
+        states = [state.name for state in BmsState]
+        if parts[0] not in states:
+            return f"the built-in BMS has no state {parts[0]!r}{suggest(parts[0], states)}"
+    if family == "contactor" and parts and fixed[0]:
+        if parts[0] not in CONTACTORS:
+            return f"no contactor {parts[0]!r}{suggest(parts[0], CONTACTORS)}"
+        if len(parts) == 1 or (fixed[1] and parts[1] not in ("open", "closed")):
+            return f"a contactor event is named contactor:NAME:open or contactor:NAME:closed, not {pattern!r}"
+    return None
+
+
+def check_event_names(scenario: Scenario, *, builtin_bms: bool) -> None:
+    """The event patterns of the expectations against the BMS of the run (known only when it starts: a
+    ``--firmware`` on the command line replaces the scenario's)."""
+    for n, e in enumerate(scenario.expectations):
+        keys = ("event", "after") if e.kind == "event" else ("after",) if e.kind in TRIGGERED else ()
+        for key in keys:
+            why = event_pattern_error(e.options.get(key, "start"), builtin_bms=builtin_bms)
+            if why:
+                raise ScenarioError(scenario.source, e.line, f"expect[{n}].{key}", why)

@@ -204,3 +204,35 @@ def test_a_killed_writer_leaves_readable_logs(tmp_path):
             proc.kill()
         proc.communicate()
     assert _count(blf) > 0 and _count(log) > 0
+
+
+def test_consumption_counts_the_drive_and_its_regeneration_not_a_charger():
+    from bms import load_pack
+    from hil.runner import run_scenario
+    from hil.scenario import parse_scenario
+
+    drive = """
+[scenario]
+name = "c"
+initial_soc = 0.5
+[[step]]
+kind = "drive"
+cycle = "hwfet"
+"""
+    charge = drive + """
+[[step]]
+kind = "charge"
+target_soc = 0.53
+max_current_A = 200
+"""
+    driven = run_scenario(parse_scenario(drive, "d.toml"), out_dir=None, plots=False).summary
+    charged = run_scenario(parse_scenario(charge, "c.toml"), out_dir=None, plots=False).summary
+    assert driven["energy_charged_kWh"] == 0.0 and driven["energy_in_kWh"] > 0.1  # regeneration
+    # what the charger brought: the SOC it added times the pack's nominal energy, beside the losses
+    pack = load_pack("assb60-192s2p")
+    nominal_kWh = pack.capacity_Ah * pack.n_series * pack.cell.voltage_nominal_V / 1000.0
+    added_kWh = (charged["soc_end"] - driven["soc_end"]) * nominal_kWh
+    assert added_kWh > 3.0 and 0.95 * added_kWh < charged["energy_charged_kWh"] < 1.15 * added_kWh
+    assert charged["energy_in_kWh"] == pytest.approx(driven["energy_in_kWh"] + charged["energy_charged_kWh"], rel=1e-3)
+    assert charged["consumption_kWh_per_100km"] == pytest.approx(driven["consumption_kWh_per_100km"], rel=1e-3)
+    assert 8.0 < driven["consumption_kWh_per_100km"] < 25.0

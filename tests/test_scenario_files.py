@@ -136,3 +136,49 @@ def test_frame_injections_are_refused_where_they_cannot_be_sent(mode, options, m
     with pytest.raises(ScenarioError, match=message) as info:
         run_scenario(parse_scenario(FRAMES, "frames.toml"), mode=mode, plots=False, can_options=options)
     assert info.value.line == 26
+
+
+NAMED_FAULT = GOOD.replace("[[fault]]\n", '[[fault]]\nname = "wire"\n') + """
+[[expect]]
+kind = "event"
+event = "contactor:main_positive:open"
+after = "inject:wire"
+"""
+
+
+@pytest.mark.parametrize("old,new,key,message", [
+    ('event = "contactor:main_positive:open"', 'event = "fault:CELL_OVERVOLTAGE"', "expect[1].event",
+     "'fault:CELL_OVERVOLTAGE:*' matches it at any level"),
+    ('event = "contactor:main_positive:open"', 'event = "fault:CELL_OVERVOLTAGE:SEVERE"', "expect[1].event",
+     "unknown fault level 'SEVERE'"),
+    ('event = "contactor:main_positive:open"', 'event = "contactor:main_pos:open"', "expect[1].event",
+     "did you mean 'main_positive'"),
+    ('event = "contactor:main_positive:open"', 'event = "contactor:precharge:shut"', "expect[1].event",
+     "contactor:NAME:open or contactor:NAME:closed"),
+    ('after = "inject:wire"', 'after = "wire"', "expect[1].after", "the fault's injection is 'inject:wire'"),
+    ('after = "inject:wire"', 'after = "fault:COMM_FAULT"', "expect[1].after", "fault:PROTECTION:LEVEL"),
+])
+def test_event_patterns_that_can_match_no_event_are_refused_on_load(old, new, key, message):
+    with pytest.raises(ScenarioError) as info:
+        parse_scenario(NAMED_FAULT.replace(old, new), "bad.toml")
+    assert info.value.key == key and message in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize("event", ["fault:*", "fault:latch:set", "fault:CELL_VOLTAGE_SENSOR:*", "uds:vin:positive",
+                                   "contactor:*:open", "state:DRIVING", "fault:OWN_FIRMWARE_FAULT:ERROR"])
+def test_event_patterns_of_any_family_and_firmware_names_parse(event):
+    s = parse_scenario(NAMED_FAULT.replace('event = "contactor:main_positive:open"', f'event = "{event}"'), "ok.toml")
+    assert s.expectations[1].options["event"] == event
+
+
+@pytest.mark.parametrize("event,message", [("fault:OWN_FIRMWARE_FAULT:ERROR", "no protection 'OWN_FIRMWARE_FAULT'"),
+                                           ("state:DRIVING", "no state 'DRIVING'")])
+def test_a_run_of_the_built_in_bms_refuses_its_unknown_protection_and_state_names(event, message):
+    from hil.runner import run_scenario
+    from hil.scenario_checks import check_event_names
+
+    s = parse_scenario(NAMED_FAULT.replace('event = "contactor:main_positive:open"', f'event = "{event}"'), "bad.toml")
+    check_event_names(s, builtin_bms=False)  # a firmware in the BMS slot publishes names of its own
+    with pytest.raises(ScenarioError, match=message) as info:
+        run_scenario(s, out_dir=None, mode="headless", plots=False)
+    assert info.value.key == "expect[1].event"
