@@ -483,3 +483,19 @@ def test_step_runs_the_same_ticks_as_run_for(request, tmp_path):
         assert report.ticks == 150 and report.stop_reason == "duration reached"
         logs.append(log.read_bytes())
     assert logs[0] == logs[1]
+
+
+@pytest.mark.parametrize("channel,interface", [("can7", "can7"), ("bms-emu-a-long-virtual-channel", "vcan0")])
+def test_a_candump_log_names_one_interface_for_what_the_bms_sends_and_receives(tmp_path, channel, interface):
+    from hil.runner import run_scenario
+    from hil.scenario import load_scenario
+
+    log = tmp_path / "bus.log"
+    run_scenario(load_scenario("default"), out_dir=None, mode="lockstep", plots=False, max_sim_s=0.5,
+                 can_options={"channel": channel, "log": [str(log)]})
+    lines = log.read_text().splitlines()
+    directions = {line.rsplit(" ", 1)[1] for line in lines}
+    assert directions == {"T", "R"}  # the BMS's frames and the VCU model's
+    assert {line.split(" ")[1] for line in lines} == {interface}
+    with can.LogReader(str(log)) as reader:
+        assert sum(1 for _ in reader) == len(lines)

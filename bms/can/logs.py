@@ -13,7 +13,9 @@ histogram (exact for the lockstep clock, where every deviation is 0), the maximu
 """
 from __future__ import annotations
 
+import copy
 import os
+import re
 import struct
 import threading
 import time
@@ -136,9 +138,33 @@ def write_frames(writer, frames) -> None:
             writer.on_message_received(msg)
 
 
-def open_writer(path: str | Path, **kwargs):
+class CandumpWriter(can.CanutilsLogWriter):
+    """python-can's candump (``.log``) writer with every frame under the writer's one interface name.
+
+    python-can names a frame by its own ``channel`` (the bus's name on a received frame) and a frame without
+    one (what the node sends) by the writer's default "vcan0": one bus came out as two interfaces
+    (``vcan0`` for the BMS's frames, ``can0`` or the virtual channel for the VCU's), which canplayer
+    replays onto two."""
+
+    def on_message_received(self, msg: can.Message) -> None:
+        if msg.channel is not None:
+            msg = copy.copy(msg)  # the frame is shared with the other logs and receivers
+            msg.channel = None
+        super().on_message_received(msg)
+
+
+def candump_interface(channel) -> str:
+    """The interface name a candump log gives a bus's frames: its channel where that is a Linux interface
+    name (at most 15 characters, no blanks or '/'), else python-can's "vcan0" (the virtual channels)."""
+    if isinstance(channel, str) and re.fullmatch(r"[^\s/]{1,15}", channel):
+        return channel
+    return "vcan0"
+
+
+def open_writer(path: str | Path, *, interface: str | None = None, **kwargs):
     """A python-can writer for ``path`` by its extension (``.gz`` for compressed text formats); BLF files
-    are compressed at ``BLF_COMPRESSION_LEVEL`` unless ``compression_level`` is given."""
+    are compressed at ``BLF_COMPRESSION_LEVEL`` unless ``compression_level`` is given. ``interface``: the
+    one interface name of a candump log's frames (``candump_interface``; default: each frame's channel)."""
     path = Path(path)
     suffixes = [s.lower() for s in path.suffixes]
     suffix = suffixes[-2] if suffixes and suffixes[-1] == ".gz" and len(suffixes) > 1 else (
@@ -153,6 +179,8 @@ def open_writer(path: str | Path, **kwargs):
     try:
         if suffixes and suffixes[-1] == ".blf":
             return BatchBLFWriter(str(path), **kwargs)
+        if suffixes[-1:] == [".log"] and interface is not None:
+            return CandumpWriter(str(path), channel=interface, **kwargs)
         return can.Logger(str(path), **kwargs)
     except (ImportError, NotImplementedError) as exc:  # python-can says NotImplementedError for MF4
         raise LogError(f"{path}: the {suffix} writer needs an optional package ({exc}); "

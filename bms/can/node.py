@@ -44,7 +44,7 @@ from ._mapping import Publisher
 from .clock import make_clock
 from .codec import Codec, MessageCodec
 from .dbc_check import check_node_dbc
-from .logs import CycleStats, LogWriter, MessageStats
+from .logs import CycleStats, LogWriter, MessageStats, candump_interface
 from .scheduler import Scheduler
 
 __all__ = ["CanNode", "Frame", "RunReport", "BusError", "BusFailure", "open_bus", "DEFAULT_INTERFACE",
@@ -405,9 +405,12 @@ class CanNode:
         self._echoes: deque | None = deque(maxlen=_ECHOES_MAX) if _hears_own_sends_unmarked(self.bus) else None
         try:
             rt = getattr(self.clock, "rt_priority", None)
+            # the bus's name: a virtual bus's is its channel_id (its channel is a list of queues)
+            channel = getattr(self.bus, "channel_id", None) or getattr(self.bus, "channel", None)
             self.log = LogWriter(log, block=not self.clock.realtime, thread=self.clock.realtime,
                                  start_s=None if self.clock.realtime else self.clock.timestamp(0),
-                                 rt_priority=max(1, rt - 1) if rt else None) if log else None
+                                 rt_priority=max(1, rt - 1) if rt else None,
+                                 interface=candump_interface(channel)) if log else None
         except BaseException:
             if self._owns_bus:
                 self.bus.shutdown()
