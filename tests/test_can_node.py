@@ -1,5 +1,6 @@
 """The CAN node in lockstep on the virtual bus: determinism, an independent decoder, exact cycle times, a test
 VCU, fuzzed frames, E2E checks, and a bus that fails."""
+import gzip
 import math
 import os
 import signal
@@ -490,10 +491,11 @@ def test_a_candump_log_names_one_interface_for_what_the_bms_sends_and_receives(t
     from hil.runner import run_scenario
     from hil.scenario import load_scenario
 
-    log = tmp_path / "bus.log"
+    log, compressed = tmp_path / "bus.log", tmp_path / "bus.log.gz"
     run_scenario(load_scenario("default"), out_dir=None, mode="lockstep", plots=False, max_sim_s=0.5,
-                 can_options={"channel": channel, "log": [str(log)]})
+                 can_options={"channel": channel, "log": [str(log), str(compressed)]})
     lines = log.read_text().splitlines()
+    assert gzip.decompress(compressed.read_bytes()).decode().splitlines() == lines
     directions = {line.rsplit(" ", 1)[1] for line in lines}
     assert directions == {"T", "R"}  # the BMS's frames and the VCU model's
     assert {line.split(" ")[1] for line in lines} == {interface}

@@ -14,6 +14,7 @@ histogram (exact for the lockstep clock, where every deviation is 0), the maximu
 from __future__ import annotations
 
 import copy
+import gzip
 import os
 import re
 import struct
@@ -179,8 +180,9 @@ def open_writer(path: str | Path, *, interface: str | None = None, **kwargs):
     try:
         if suffixes and suffixes[-1] == ".blf":
             return BatchBLFWriter(str(path), **kwargs)
-        if suffixes[-1:] == [".log"] and interface is not None:
-            return CandumpWriter(str(path), channel=interface, **kwargs)
+        if suffix == ".log" and interface is not None:
+            gz = suffixes[-1] == ".gz"  # as python-can's Logger opens a .gz text log
+            return CandumpWriter(gzip.open(path, "wt") if gz else str(path), channel=interface, **kwargs)
         return can.Logger(str(path), **kwargs)
     except (ImportError, NotImplementedError) as exc:  # python-can says NotImplementedError for MF4
         raise LogError(f"{path}: the {suffix} writer needs an optional package ({exc}); "
