@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 from . import exit_status
 from .commands import cycles, dbc, firmware, replay, run, serve, sweep, view
@@ -42,7 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    return f"bms-emu: warning: {message}\n"  # what the run should know, not where in the code it was seen
+
+
 def main(argv: list[str] | None = None) -> int:
+    warnings.formatwarning = _format_warning
     stop = StopRequest().install()
     try:
         return _main(argv, stop)

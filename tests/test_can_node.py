@@ -501,3 +501,16 @@ def test_a_candump_log_names_one_interface_for_what_the_bms_sends_and_receives(t
     assert {line.split(" ")[1] for line in lines} == {interface}
     with can.LogReader(str(log)) as reader:
         assert sum(1 for _ in reader) == len(lines)
+
+
+def test_a_tick_longer_than_a_cycle_time_is_warned_of_and_those_messages_go_out_once_a_tick(request):
+    from bms.can.node import CycleTimeWarning
+
+    emulator = Emulator("assb60-192s2p", initial_soc=0.6, dt_s=0.05)
+    with pytest.warns(CycleTimeWarning, match=r"dt = 50 ms.*BMS_Status \(10 ms\).*at most 10 ms") as caught:
+        node = CanNode(emulator, channel=channel_name(request))
+    assert "BMS_SOC" not in str(caught[0].message)  # 100 ms: on time at a 50 ms tick
+    node.run_for(1.0)
+    report = node.close()
+    status = next(s for s in report.cycle_times if s["message"] == "BMS_Status")
+    assert status["mean_interval_ms"] == pytest.approx(50.0)

@@ -31,6 +31,7 @@ import errno
 import math
 import threading
 import time
+import warnings
 from collections import deque
 from collections.abc import Callable
 from copy import deepcopy
@@ -432,6 +433,7 @@ class CanNode:
             return
         tick = self.period_ns
         slot = 0
+        faster: list[tuple[str, int]] = []  # messages whose cycle is shorter than the tick
         if self.matrix is not None:
             for message, values, pages, period_s in self.matrix.tx_messages(self._publisher, self.emulator):
                 self._tx_ids.add((message.frame_id, message.is_extended_id))
@@ -441,6 +443,8 @@ class CanNode:
                 task = _TxTask(message, values, pages, self.stats.track(message.name, "tx", period),
                                self.matrix.bitrate_switch)
                 self._scheduler.add(message.name, period, phase_ns=phase, payload=task)
+                faster += [(message.name, period)] if period < tick else []
+            _warn_faster_than_tick(faster, tick)
             return
         for message in self.codec.sent_by(self.node_name):
             self._tx_ids.add((message.frame_id, message.is_extended_id))
@@ -460,6 +464,8 @@ class CanNode:
             task = _TxTask(message, values, pages, self.stats.track(message.name, "tx", period),
                            bitrate_switch=True)  # only CAN FD frames switch (assb_bms_fd.dbc's cell data)
             self._scheduler.add(message.name, period, phase_ns=phase, payload=task)
+            faster += [(message.name, period)] if period < tick else []
+        _warn_faster_than_tick(faster, tick)
 
     def _build_rx(self) -> None:
         if self._firmware is not None:
@@ -1086,6 +1092,19 @@ class CanNode:
         self._log_batch.append(msg)
         if self._echoes is not None:
             self._echoes.append(_echo_key(msg))
+
+
+def _warn_faster_than_tick(faster: list[tuple[str, int]], tick_ns: int) -> None:
+    """A node sends at its ticks: a message of a shorter cycle goes out once a tick, slower than its DBC says."""
+    if faster:
+        names = ", ".join(f"{name} ({period / 1e6:g} ms)" for name, period in faster)
+        warnings.warn(f"the tick (dt = {tick_ns / 1e6:g} ms) is longer than the cycle time of {names}: they are "
+                      f"sent once a tick; a tick of at most {min(p for _, p in faster) / 1e6:g} ms keeps them on time",
+                      CycleTimeWarning, stacklevel=3)
+
+
+class CycleTimeWarning(UserWarning):
+    """The node cannot send a message as often as its DBC (or matrix) says."""
 
 
 def _diag_server(diag, emulator):
