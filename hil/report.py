@@ -42,10 +42,10 @@ def summarise(recording: Recording, verdicts: list[Verdict], *, scenario: str, d
     dts = np.diff(t, prepend=t[0]) if t.size else t
     power_W = s["pack_voltage_V"] * s["current_A"]
     energy_out_kWh = float(np.sum(np.clip(power_W, 0, None) * dts) / 3.6e6)
-    energy_in_W = np.clip(-power_W, 0, None)
-    energy_in_kWh = float(np.sum(energy_in_W * dts) / 3.6e6)
+    power_in_W = np.clip(-power_W, 0, None)
+    energy_in_kWh = float(np.sum(power_in_W * dts) / 3.6e6)
     # a charger's energy is no part of what driving consumed (regeneration is)
-    energy_charged_kWh = float(np.sum(energy_in_W * dts * (s["state"] == _CHARGING)) / 3.6e6)
+    energy_charged_kWh = float(np.sum(power_in_W * dts * (s["state"] == _CHARGING)) / 3.6e6)
     distance_km = float(np.sum(s["speed_mps"] * dts) / 1000.0)
     net_kWh = energy_out_kWh - (energy_in_kWh - energy_charged_kWh)
     consumption = 100.0 * net_kWh / distance_km if distance_km > 0.1 else None

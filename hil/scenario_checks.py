@@ -256,7 +256,7 @@ def check_expectation_values(e: Expectation, n: int, faults, source, loc) -> Non
     if e.kind in TRIGGERED and trigger in fault_names:
         raise error("after", f"{trigger!r} is a fault's name, and 'after' takes an event: the fault's "
                              f"injection is 'inject:{trigger}'")
-    for key in ("event", "after") if e.kind == "event" else ("after",) if e.kind in TRIGGERED else ():
+    for key in _pattern_keys(e.kind):
         why = event_pattern_error(o.get(key, "start"), builtin_bms=False)
         if why:
             raise error(key, why)
@@ -272,6 +272,10 @@ def check_expectation_values(e: Expectation, n: int, faults, source, loc) -> Non
         if o["message"] not in messages:
             raise error("message", f"the BMS sends no message {o['message']!r}{suggest(o['message'], messages)}")
 
+
+def _pattern_keys(kind: str) -> tuple[str, ...]:
+    """The keys of an expectation that hold event patterns."""
+    return ("event", "after") if kind == "event" else ("after",) if kind in TRIGGERED else ()
 
 
 def event_pattern_error(pattern: str, *, builtin_bms: bool) -> str | None:
@@ -309,8 +313,7 @@ def check_event_names(scenario: Scenario, *, builtin_bms: bool) -> None:
     """The event patterns of the expectations against the BMS of the run (known only when it starts: a
     ``--firmware`` on the command line replaces the scenario's)."""
     for n, e in enumerate(scenario.expectations):
-        keys = ("event", "after") if e.kind == "event" else ("after",) if e.kind in TRIGGERED else ()
-        for key in keys:
+        for key in _pattern_keys(e.kind):
             why = event_pattern_error(e.options.get(key, "start"), builtin_bms=builtin_bms)
             if why:
                 raise ScenarioError(scenario.source, e.line, f"expect[{n}].{key}", why)
