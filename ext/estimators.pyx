@@ -969,6 +969,135 @@ cdef class TickKernel:
         sc[S_TICKS] = sc[S_TICKS] + 1.0
 
 
+cdef extern from *:
+    """
+    /* The state-of-power search's per-group functions on EST_W groups at once: SlowKernel._v_dir and the proof
+       of _positive_up_to with the scalar code's operations in its order (the same bits lane by lane, no FMA
+       in the default builds); the lookups and exp() lane by lane. */
+    typedef struct {
+        const double *z, *v1, *v2, *h, *t_core, *rvar, *rscale, *f0, *f1, *f2, *cap, *ocv, *dudt;
+        int n_ocv, n_dudt, provable;
+        double soc_k, r0_25, r1_25, r2_25, ea0, ea1, ea2, gamma, m_dyn, m0, kelvin, r_k, r_sigma, heat_j_per_k,
+               temp_fraction, max_rise, e1, e2, g1, g2, horizon, direction, sgn, kq_num, target, margin_v;
+    } est_sop_k;
+
+    static inline est_vd est_interp_value(const double* table, int n, est_vd x) {
+        est_vd pos = x * (n - 1), lo, hi, fi;
+        for (int l = 0; l < EST_W; l++) {
+            int i = 0;
+            if (pos[l] >= 1.0) i = pos[l] >= n - 2 ? n - 2 : (int)pos[l];
+            lo[l] = table[i];
+            hi[l] = table[i + 1];
+            fi[l] = i;
+        }
+        return lo + (pos - fi) * (hi - lo);
+    }
+    static inline est_vd est_exp_rise(est_vd y) {   /* exp_rise */
+        est_vd u = 0.125 * y;
+        est_vd p = 1.0 + u * (1.0 + u * (0.5 + u * (1.0 / 6.0 + u * (1.0 / 24.0))));
+        p = p * p;
+        p = p * p;
+        return p * p;
+    }
+    static inline est_vd est_vsqrt(est_vd a) {
+    #if (defined(__x86_64__) || defined(__i386__)) && EST_W == 4
+        return (est_vd)_mm256_sqrt_pd((__m256d)a);
+    #elif defined(__x86_64__) || defined(__i386__)
+        return (est_vd)_mm_sqrt_pd((__m128d)a);
+    #else
+        for (int l = 0; l < EST_W; l++) a[l] = sqrt(a[l]);
+        return a;
+    #endif
+    }
+    static inline est_vd est_sop_sf(const est_sop_k* k, int g, est_vd z) {
+        est_vd margin = 1.0 + k->r_k * est_vmin(est_vsqrt(est_ld(k->rvar + g)), est_bc(k->r_sigma));
+        return (1.0 + k->soc_k * (z - 0.5) * (z - 0.5)) * est_ld(k->rscale + g) * margin;
+    }
+    /* _v_dir of groups g .. g + EST_W - 1 at the current direction * m; monotone (heated only) as a mask */
+    static est_vd est_sop_v_end(const est_sop_k* k, int g, est_vd m, int heated, est_vl* monotone) {
+        est_vd i = k->direction * m;
+        est_vd z = est_ld(k->z + g), v1 = est_ld(k->v1 + g), v2 = est_ld(k->v2 + g), h = est_ld(k->h + g);
+        est_vd T = est_ld(k->t_core + g);
+        est_vd sf = est_sop_sf(k, g, z);
+        est_vd f0 = est_ld(k->f0 + g), f1 = est_ld(k->f1 + g), f2 = est_ld(k->f2 + g);
+        if (heated) {
+            est_vd r_h = (k->r0_25 * f0 * k->horizon + k->r1_25 * f1 * k->g1 + k->r2_25 * f2 * k->g2) * sf;
+            est_vd rise = est_vmin(i * i * r_h / k->heat_j_per_k, est_bc(k->max_rise));
+            est_vd t_end = T + rise, t_rc = T + k->temp_fraction * rise;
+            est_vd x_end = 1.0 / (t_end + k->kelvin) - 1.0 / (T + k->kelvin);
+            est_vd x_rc = 1.0 / (t_rc + k->kelvin) - 1.0 / (T + k->kelvin);
+            est_vd tk2 = (T + k->kelvin) * (T + k->kelvin);
+            *monotone = (2.0 * k->ea0 * rise <= tk2) & (2.0 * k->ea1 * k->temp_fraction * rise <= tk2)
+                & (2.0 * k->ea2 * k->temp_fraction * rise <= tk2) & (k->ea0 * x_end >= -8.0)
+                & (k->ea1 * x_rc >= -8.0) & (k->ea2 * x_rc >= -8.0);
+            f0 = f0 * est_exp_rise(k->ea0 * x_end);
+            f1 = f1 * est_exp_rise(k->ea1 * x_rc);
+            f2 = f2 * est_exp_rise(k->ea2 * x_rc);
+        }
+        est_vd r0 = k->r0_25 * f0 * sf, r1 = k->r1_25 * f1 * sf, r2 = k->r2_25 * f2 * sf;
+        est_vd kq = k->kq_num / est_ld(k->cap + g);
+        est_vd arg = -k->gamma * m * kq, decay;
+        for (int l = 0; l < EST_W; l++) decay[l] = exp(arg[l]);
+        est_vd h_end = h * decay - k->sgn * (1.0 - decay);
+        return (est_interp_value(k->ocv, k->n_ocv, z - i * kq) + (T - 25.0) * est_interp_value(k->dudt, k->n_dudt, z)
+                + k->m_dyn * h_end - k->m0 * k->sgn
+                - (k->e1 * v1 + (1.0 - k->e1) * r1 * i) - (k->e2 * v2 + (1.0 - k->e2) * r2 * i) - r0 * i);
+    }
+    /* _positive_up_to(g + lane, grid index of a) lane by lane, as a bit mask */
+    static int est_sop_positive(const est_sop_k* k, int g, double a, int heated) {
+        if (!k->provable) return 0;
+        est_vd z = est_ld(k->z + g), h = est_ld(k->h + g), T = est_ld(k->t_core + g);
+        est_vd sf = est_sop_sf(k, g, z);
+        est_vl pre = (est_ld(k->cap + g) > 0.0) & (sf > 0.0) & (h >= -1.0) & (h <= 1.0) & (T + k->kelvin > 0.0)
+            & (est_ld(k->f0 + g) >= 0.0) & (est_ld(k->f1 + g) >= 0.0) & (est_ld(k->f2 + g) >= 0.0)
+            & (est_vabs(est_ld(k->v1 + g)) <= DBL_MAX) & (est_vabs(est_ld(k->v2 + g)) <= DBL_MAX)
+            & (est_vabs(z) <= DBL_MAX);
+        if (!est_any(pre)) return 0;
+        est_vl proven = est_mask(0), monotone;
+        if (heated) {
+            est_vd v = est_sop_v_end(k, g, est_bc(a), 1, &monotone);
+            proven = pre & (k->direction * (v - k->target) > k->margin_v) & monotone;
+        }
+        est_vl open = pre & ~proven;
+        if (est_any(open))
+            proven = proven | (open & (k->direction * (est_sop_v_end(k, g, est_bc(a), 0, &monotone) - k->target)
+                                       > k->margin_v));
+        int bits = 0;
+        for (int l = 0; l < EST_W; l++) if (proven[l]) bits |= 1 << l;
+        return bits;
+    }
+    /* the sum over groups 0 .. full - 1 of _v_dir (unheated) at direction * m, added in group order */
+    static double est_sop_v_sum(const est_sop_k* k, int full, double m) {
+        double total = 0.0;
+        est_vl unused;
+        for (int g = 0; g < full; g += EST_W) {
+            est_vd v = est_sop_v_end(k, g, est_bc(m), 0, &unused);
+            for (int l = 0; l < EST_W; l++) total = total + v[l];
+        }
+        return total;
+    }
+    """
+    ctypedef struct est_sop_k:
+        const double* z
+        const double* v1
+        const double* v2
+        const double* h
+        const double* t_core
+        const double* rvar
+        const double* rscale
+        const double* f0
+        const double* f1
+        const double* f2
+        const double* cap
+        const double* ocv
+        const double* dudt
+        int n_ocv, n_dudt, provable
+        double soc_k, r0_25, r1_25, r2_25, ea0, ea1, ea2, gamma, m_dyn, m0, kelvin, r_k, r_sigma, heat_j_per_k
+        double temp_fraction, max_rise, e1, e2, g1, g2, horizon, direction, sgn, kq_num, target, margin_v
+    int est_sop_positive(const est_sop_k* k, int g, double a, int heated) noexcept nogil
+    double est_sop_v_sum(const est_sop_k* k, int full, double m) noexcept nogil
+
+
 cdef class SlowKernel:
     """Resistance and capacity tracking, state of power and of energy; ``update`` at a slower rate."""
     cdef object _owners
@@ -1018,6 +1147,10 @@ cdef class SlowKernel:
     cdef bint sop_provable
     # False: solve every group (the brute force the search must equal; tests)
     cdef public bint sop_prune
+    # the vector pass's view of one direction and horizon, and its last block of proofs (first group, grid
+    # index, one bit per group proven)
+    cdef est_sop_k sk
+    cdef int blk_g, blk_k, blk_bits
 
     def __init__(self, state, cell, pack, cell_voltage_V):
         import numpy as np
@@ -1287,11 +1420,46 @@ cdef class SlowKernel:
                 return True
         return direction * (self._v_dir(g, a, direction, horizon, False, NULL) - target) > SOP_PROOF_MARGIN_V
 
+    cdef void _sop_setup(self, double direction, double horizon) noexcept nogil:
+        """The vector pass's constants for one direction and horizon (after _power set e1h ... g2h)."""
+        cdef CellC* c = &self.c
+        cdef est_sop_k* k = &self.sk
+        cdef int n = self.n
+        k.z, k.v1, k.v2, k.h = self.x, self.x + n, self.x + 2 * n, self.x + 3 * n
+        k.t_core, k.rvar, k.rscale, k.cap = self.t_core, self.rvar, self.rscale, self.cap
+        k.f0, k.f1, k.f2, k.ocv, k.dudt, k.n_ocv, k.n_dudt = self.f0, self.f1, self.f2, c.ocv, c.dudt, c.n_ocv, c.n_dudt
+        k.provable = self.sop_provable and self.tu[TU_SOP_HEAT_J_PER_K] > 0 and self.tu[TU_SOP_TEMP_FRACTION] >= 0
+        k.soc_k, k.r0_25, k.r1_25, k.r2_25 = c.soc_k, c.r0_25, c.r1_25, c.r2_25
+        k.ea0, k.ea1, k.ea2, k.gamma, k.m_dyn, k.m0, k.kelvin = c.ea0, c.ea1, c.ea2, c.gamma, c.m_dyn, c.m0, KELVIN
+        k.r_k, k.r_sigma = self.tu[TU_SOP_R_K], self.tu[TU_SOP_R_SIGMA]
+        k.heat_j_per_k, k.temp_fraction = self.tu[TU_SOP_HEAT_J_PER_K], self.tu[TU_SOP_TEMP_FRACTION]
+        k.max_rise, k.e1, k.e2, k.g1, k.g2, k.horizon = MAX_RISE_K, self.e1h, self.e2h, self.g1h, self.g2h, horizon
+        k.direction, k.sgn = direction, (-1.0 if direction < 0 else 1.0)
+        k.kq_num = (c.ce if direction < 0 else 1.0) * horizon / 3600.0
+        k.target, k.margin_v = (c.v_min if direction > 0 else c.v_max), SOP_PROOF_MARGIN_V
+        self.blk_g, self.blk_k, self.blk_bits = -EST_W, -1, 0
+
+    cdef bint _proven(self, int g, int k, double direction, double horizon, bint heated) noexcept nogil:
+        """_positive_up_to(g, k) from a block of EST_W proofs at once. A proof at a grid index >= k holds at k
+        (f > 0 on a larger [0, a]); the block is proven anew when that does not answer."""
+        cdef int lane = g - self.blk_g
+        if 0 <= lane < EST_W:
+            if (self.blk_bits >> lane) & 1 and self.blk_k >= k:
+                return True
+            if not (self.blk_bits >> lane) & 1 and self.blk_k == k:
+                return False
+        if g + EST_W > self.n:
+            return self._positive_up_to(g, k, direction, horizon, heated)
+        self.blk_g, self.blk_k = g, k
+        self.blk_bits = est_sop_positive(&self.sk, g, self._grid(k), heated)
+        return self.blk_bits & 1
+
     cdef int _limiting_group(self, double direction, double horizon, bint heated, int candidate,
                              int* k_best) noexcept nogil:
         """The group with the smallest solution (the first on ties) and that solution's grid index, solving
         the candidate (the last limiting group) and then only the groups not proven to lie above."""
         cdef int n = self.n, g, k, best = candidate, kb
+        self._sop_setup(direction, horizon)
         kb = self._solve(candidate, direction, horizon, heated) if self.sop_prune else SOP_GRID_TOP + 1
         if not self.sop_prune:
             best = n
@@ -1301,14 +1469,14 @@ cdef class SlowKernel:
             if self.sop_prune:
                 if g > best:
                     # must lie strictly below: skipped when proven >= the best
-                    if kb == 0 or self._positive_up_to(g, kb, direction, horizon, heated):
+                    if kb == 0 or self._proven(g, kb, direction, horizon, heated):
                         continue
                 elif kb == SOP_GRID_TOP:
                     # wins the tie at the top of the grid when proven to reach it
-                    if self._positive_up_to(g, kb, direction, horizon, heated):
+                    if self._proven(g, kb, direction, horizon, heated):
                         best = g
                         continue
-                elif self._positive_up_to(g, kb + 1, direction, horizon, heated):
+                elif self._proven(g, kb + 1, direction, horizon, heated):
                     continue  # proven above the best, where a tie would have made it the best
             k = self._solve(g, direction, horizon, heated)
             if k < kb or (k == kb and g < best):
@@ -1324,7 +1492,7 @@ cdef class SlowKernel:
         cdef double v_sum
         cdef int refine = <int>self.tu[TU_SOP_REFINE]
         cdef bint heated = refine > 0
-        cdef int i_tot, i_mod, i_grp, i_pow, d, h_first = 0, h_last = NH
+        cdef int i_tot, i_mod, i_grp, i_pow, d, h_first = 0, h_last = NH, full
         cdef int nxt = <int>self.sc[S_SOP_NEXT]
         # the horizons take turns, one per update; all of them when asked (S_SOP_NEXT < 0)
         if self.sc[S_SOP_NEXT] >= 0 and nxt < NH:
@@ -1379,8 +1547,9 @@ cdef class SlowKernel:
                     else:
                         rmin = dmin(rmin, self.rate_chg[g])
                 limit = dmin(model, rmin)
-                v_sum = 0.0
-                for g in range(n):
+                full = n - n % EST_W   # the vector pass (set up by _limiting_group), then the groups left over
+                v_sum = est_sop_v_sum(&self.sk, full, limit)
+                for g in range(full, n):
                     v_sum = v_sum + self._v_dir(g, limit, direction, horizon, False, NULL)
                 sop[i_mod * NH + hz] = model * c.n_parallel
                 sop[i_grp * NH + hz] = group
