@@ -55,6 +55,24 @@ def test_bad_scenario_exits_2(tmp_path, capsys):
     assert "bad.toml:4: step[0].kind" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--max-sim-s", "inf"], "--max-sim-s inf: must be a number of seconds > 0"),
+    (["--max-sim-s", "nan"], "--max-sim-s nan: must be a number of seconds > 0"),
+    (["--mode", "headless", "--log", "x.blf"], "--log x.blf: headless runs have no bus to log"),
+    (["--out", "{file}"], "cannot create the report folder"),
+])
+def test_run_arguments_refused_before_the_first_tick(tmp_path, scenario_file, capsys, args, message):
+    """Arguments that would crash the run (inf ticks, a file as the report folder) or be ignored (a log of a
+    headless run) exit 2 with a one-line error naming the flag."""
+    (tmp_path / "afile").write_text("")
+    args = [a.format(file=tmp_path / "afile") for a in args]
+    if "--out" not in args:
+        args += ["--out", str(tmp_path / "o")]
+    assert main(["run", str(scenario_file()), "--no-plots", *args]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "x.blf").exists()
+
+
 def test_cycles_and_scenario_lists(capsys):
     assert main(["cycles"]) == 0
     listing = capsys.readouterr().out

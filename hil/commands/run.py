@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import sys
 
 
@@ -69,18 +70,26 @@ def _run(args) -> int:
         for name in sorted(builtin_scenarios()):
             print(f"{name:<16}{load_scenario(name).description}")
         return 0
-    if args.max_sim_s is not None and not args.max_sim_s > 0:
-        raise SystemExit("bms-emu run: error: --max-sim-s must be > 0")
+    if args.max_sim_s is not None and not 0 < args.max_sim_s < math.inf:
+        raise SystemExit(f"bms-emu run: error: --max-sim-s {args.max_sim_s:g}: must be a number of seconds > 0 "
+                         "(leave it out to run every step)")
     stop = getattr(args, "stop", None)
     from ..report import clear_reports
     with contextlib.suppress(OSError):  # a scenario refused below must not leave an earlier run's verdict
         clear_reports(Path(args.out))
     scenario = load_scenario(args.scenario)
     mode = args.mode or scenario.mode or "lockstep"
+    if mode == "headless" and args.log:  # nothing would be written: no bus in headless mode
+        raise SystemExit(f"bms-emu run: error: --log {args.log[0]}: headless runs have no bus to log; "
+                         "run in lockstep or paced mode (--mode lockstep)")
+    try:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SystemExit(f"bms-emu run: error: --out {args.out}: cannot create the report folder: "
+                         f"{exc.strerror or exc}") from None
     from bms.can.busargs import bus_options
     can_options = None
     if mode != "headless":
-        Path(args.out).mkdir(parents=True, exist_ok=True)
         can_options = {**bus_options(args), "log": args.log or [str(Path(args.out) / "bus.blf")],
                        "external_vcu": args.external_vcu}
         if args.matrix:

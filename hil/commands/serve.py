@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import threading
 
@@ -87,8 +88,9 @@ def _run(args) -> int:
 
     from .. import exit_status
 
-    if args.duration is not None and args.duration <= 0:
-        raise SystemExit("bms-emu serve: error: --duration must be > 0")
+    if args.duration is not None and not 0 < args.duration < math.inf:
+        raise SystemExit(f"bms-emu serve: error: --duration {args.duration:g}: must be a number of seconds > 0 "
+                         "(leave it out to run until Ctrl-C)")
     if not 0.001 <= args.dt <= 0.1:  # NaN too; a nanosecond tick would never reach --duration
         raise SystemExit(f"bms-emu serve: error: --dt: expected a tick of 0.001 ... 0.1 s, found {args.dt:g}")
     if not 0 <= args.rt_priority <= 99:
