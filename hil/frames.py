@@ -9,10 +9,11 @@ counterexample replays them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import can
 
-from bms.can.codec import MessageCodec
+from bms.can.codec import MessageCodec, SignalSpec
 from bms.can.node import Frame
 
 __all__ = ["E2E_CHOICES", "FrameInjection", "FrameInjector", "frames_refused", "injected_frame"]
@@ -55,11 +56,47 @@ def injected_frame(codec: MessageCodec, signals: dict, e2e: str, last: can.Messa
         counter = int(codec.decode(bytes(last.data))[spec.counter_signal]) if last is not None else -1
         step = 5 if e2e == "wrong_counter" else 1
         values[spec.counter_signal] = (counter + step) % (1 << spec.counter_bits)
-    data = bytearray(codec.encode(values))
+    data = bytearray(codec.encode(values))  # saturated into the DBC's ranges: the asked raw values go in below
+    for name, value in signals.items():
+        if not _is_float(codec, name) and field_overflow(codec, name, value) is None:
+            _put_raw(codec.signals[name], data, value)
+    if spec is not None:  # the CRC over the bytes as sent
+        data = bytearray(codec.protect(bytes(data), values[spec.counter_signal]))
     if spec is not None and e2e == "wrong_crc":
         data[spec.crc_byte] ^= 0x5A
     return Frame.build(codec.frame_id, bytes(data), is_extended_id=codec.is_extended_id, is_fd=codec.is_fd,
                        timestamp=timestamp)
+
+
+def _is_float(codec: MessageCodec, name: str) -> bool:
+    return bool(codec.dbc_message.get_signal_by_name(name).is_float)
+
+
+def _raw(spec: SignalSpec, value: float) -> int:
+    return round((value - spec.offset) / spec.scale)
+
+
+def field_overflow(codec: MessageCodec, name: str, value: float) -> str | None:
+    """Why ``value`` cannot be sent in signal ``name``'s bits (None: it can, perhaps outside the DBC's range;
+    a float signal takes any value)."""
+    if _is_float(codec, name):
+        return None
+    spec = codec.signals[name]
+    lo, hi = (-(1 << (spec.length - 1)), (1 << (spec.length - 1)) - 1) if spec.signed else (0, (1 << spec.length) - 1)
+    if lo <= _raw(spec, value) <= hi:
+        return None
+    ends = sorted((lo * spec.scale + spec.offset, hi * spec.scale + spec.offset))
+    return (f"{value:g} does not fit the signal's {spec.length} bits ({'signed' if spec.signed else 'unsigned'}, "
+            f"scale {spec.scale:g}, offset {spec.offset:g}): {ends[0]:g} … {ends[1]:g} can be sent; the DBC's range "
+            f"is {spec.minimum:g} … {spec.maximum:g}")
+
+
+def _put_raw(spec: SignalSpec, data: bytearray, value: float) -> None:
+    """The signal's bits in ``data`` set to ``value`` rounded to its raw step (two's complement if signed)."""
+    order: Literal["big", "little"] = "big" if spec.big_endian else "little"
+    mask = ((1 << spec.length) - 1) << spec.shift
+    word = int.from_bytes(data, order) & ~mask | (_raw(spec, value) << spec.shift) & mask
+    data[:] = word.to_bytes(len(data), order)
 
 
 class FrameInjector:

@@ -469,7 +469,7 @@ def _frame_injections(entries, source, loc) -> tuple:
         return ()
     from bms.can import Codec
 
-    from .frames import E2E_CHOICES, FrameInjection
+    from .frames import E2E_CHOICES, FrameInjection, field_overflow
     codec = Codec()
     out = []
     for n, entry in enumerate(entries):
@@ -503,9 +503,14 @@ def _frame_injections(entries, source, loc) -> tuple:
                 raise ScenarioError(source, loc.line("frame", None, n), f"{where}.signals.{signal}",
                                     "the alive counter and CRC are set by e2e = \"valid\" | \"wrong_counter\" | "
                                     "\"wrong_crc\", not by value")
+            line = loc.line("frame", "signals", n) or loc.line("frame", None, n)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ScenarioError(source, loc.line("frame", None, n), f"{where}.signals.{signal}",
+                raise ScenarioError(source, line, f"{where}.signals.{signal}",
                                     f"expected a finite number, found {value!r}")
+            # sent as asked where the field holds it, inside the DBC's range or not (a bad value the BMS counts)
+            why = field_overflow(message, signal, value)
+            if why:
+                raise ScenarioError(source, line, f"{where}.signals.{signal}", why)
         out.append(FrameInjection(options["at_s"], name, dict(signals), e2e, options.get("name", f"{where}:{name}"),
                                   loc.line("frame", None, n)))
     return tuple(out)

@@ -182,6 +182,20 @@ def test_injected_frames_reach_the_bms_with_their_counter_and_crc():
     assert any(1.8 <= t <= 2.0 for t in standby), result.recording.events
 
 
+def test_an_injected_value_outside_the_dbc_range_is_sent_as_asked():
+    """StateRequest 7 fits the signal's 4 bits but is no request of the DBC's value table: it goes on the bus as
+    7 (not saturated to SHUTDOWN), and the BMS counts a bad value and stays in its state."""
+    from bms.can import Codec
+    scenario = FRAME_SCENARIO.replace("StateRequest = 1, ContactorRequest = 1 }\ne2e", "StateRequest = 7, "
+                                      "ContactorRequest = 1 }\ne2e").replace('e2e = "wrong_crc"', 'e2e = "valid"')
+    result = run_scenario(parse_scenario(scenario, "frames.toml"), mode="lockstep", plots=False)
+    sent = [bytes.fromhex(payload) for _, name, payload in result.recording.events if name.startswith("frame:")]
+    command = Codec()["VCU_Command"]
+    assert command.crc_ok(sent[0]) and command.decode(sent[0])["StateRequest"] == 7
+    assert result.summary["can"]["counters"]["bad_values"] == 1
+    assert not any(name == "state:SHUTDOWN" for _, name, _ in result.recording.events)
+
+
 CHARGE_TO_FULL = """
 [scenario]
 name = "charge to 100 %, drive, charge again"
