@@ -459,6 +459,9 @@ def run_scenario(scenario: Scenario, *, out_dir: str | Path | None = None, mode:
     summary["version"] = package_version()
     summary["inputs"] = scenario_inputs(scenario, mode=mode, max_sim_s=max_sim_s)
     summary["logs"] = log_paths
+    summary["faults_not_injected"] = [  # a condition that never held is no error, but worth a word
+        {"name": f.name, "line": f.line, "why": f"its condition {f.when!r} never held" if f.at_s is None
+         else f"at_s = {f.at_s:g} s was not reached (the run ended at {simulated_s:.1f} s)"} for f in faults.pending]
     if live is not None:
         summary["bench_control"] = list(live.control.audit)
         live.finished(verdicts)

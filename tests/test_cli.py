@@ -73,6 +73,17 @@ def test_run_arguments_refused_before_the_first_tick(tmp_path, scenario_file, ca
     assert not (tmp_path / "x.blf").exists()
 
 
+def test_a_fault_that_never_fired_is_named(tmp_path, scenario_file, capsys):
+    """A condition that never held is not an error (the run passes), but the summary and the output say so."""
+    path = scenario_file()
+    path.write_text(path.read_text() + '[[fault]]\nname = "late"\nkind = "vcu_silence"\nwhen = "soc_true < 0.1"\n')
+    out = tmp_path / "o"
+    assert main(["run", str(path), "--out", str(out), "--mode", "headless", "--no-plots"]) == 0
+    (missed,) = json.loads((out / "summary.json").read_text())["faults_not_injected"]
+    assert missed == {"name": "late", "line": 13, "why": "its condition 'soc_true < 0.1' never held"}
+    assert "NOT INJECTED  fault late (line 13): its condition 'soc_true < 0.1' never held" in capsys.readouterr().out
+
+
 def test_cycles_and_scenario_lists(capsys):
     assert main(["cycles"]) == 0
     listing = capsys.readouterr().out

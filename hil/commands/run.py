@@ -150,6 +150,9 @@ def _print_result(result) -> None:
         print(f"{'PASS' if v.passed else 'FAIL'}  {v.name}{where}: {v.message}")
     if not s["complete"]:
         print(f"{'TRUNCATED' if s.get('truncated') else 'INCOMPLETE'}: {s['stop_reason']}")
+    for fault in s.get("faults_not_injected", ()):
+        line = f" (line {fault['line']})" if fault["line"] else ""
+        print(f"NOT INJECTED  fault {fault['name']}{line}: {fault['why']}")
     consumption = s["consumption_kWh_per_100km"]
     for slot, fw in s.get("firmware", {}).items():
         if fw.get("kind") != "builtin":
