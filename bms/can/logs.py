@@ -32,6 +32,8 @@ from ..errors import BmsError
 __all__ = ["LogWriter", "LogError", "CycleStats", "MessageStats", "SUPPORTED_LOG_SUFFIXES", "open_writer"]
 
 SUPPORTED_LOG_SUFFIXES = (".blf", ".asc", ".log", ".csv", ".trc", ".txt", ".mf4")
+# what the CLI's --log help and the writer's error say: every format, and which compress
+LOG_FORMATS_HELP = ".blf, .asc, .log (candump), .csv, .trc, .txt, .mf4 (mf4 extra); the text ones also .gz"
 # zlib level of BLF containers unless told otherwise: Z_BEST_SPEED writes a lockstep run's frames ~30 %
 # faster than python-can's default (6) for ~13 % more bytes; every BLF reader inflates either
 BLF_COMPRESSION_LEVEL = 1
@@ -171,7 +173,7 @@ def open_writer(path: str | Path, *, interface: str | None = None, **kwargs):
     suffix = suffixes[-2] if suffixes and suffixes[-1] == ".gz" and len(suffixes) > 1 else (
         suffixes[-1] if suffixes else "")
     if suffix not in SUPPORTED_LOG_SUFFIXES:
-        raise LogError(f"{path}: expected a log file ending in one of {', '.join(SUPPORTED_LOG_SUFFIXES)}, "
+        raise LogError(f"{path}: expected a log file ending in one of {LOG_FORMATS_HELP}; "
                        f"found {suffix or 'no extension'!r}")
     if path.parent and not path.parent.exists():
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,7 @@ import sys
 
 
 def add_subparser(subparsers):
+    from bms.can.logs import LOG_FORMATS_HELP
     parser = subparsers.add_parser(
         "run", help="run a scenario (default: built-in 'default', WLTC x3 on assb60-192s2p)",
         description="Run a scenario: the emulated pack and BMS with a VCU, a fault timeline and expectations. "
@@ -22,7 +23,8 @@ def add_subparser(subparsers):
                "  bms-emu run --mode paced --live      (live page and bench control on 127.0.0.1:5006)\n"
                "exit status: 0 complete and passed; 1 an expectation failed; 2 bad scenario or arguments; "
                "3 the bus could not\n  be opened or failed; 4 incomplete (--max-sim-s, nothing simulated, a "
-               "log or report not written);\n  128 + N stopped by signal N (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP)",
+               "firmware in the slot failed, a log\n  or report not written); 128 + N stopped by signal N "
+               "(130 Ctrl-C, 143 SIGTERM, 129 SIGHUP)",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("scenario", nargs="?", default="default", help="built-in scenario name or TOML file")
     parser.add_argument("--out", default="bms-emu-out", help="folder for the reports (default: bms-emu-out)")
@@ -36,7 +38,7 @@ def add_subparser(subparsers):
                         help="without a terminal: print a status line every S seconds of wall time (default: 10)")
     parser.add_argument("--list", action="store_true", help="list the built-in scenarios and exit")
     parser.add_argument("--log", action="append", metavar="FILE",
-                        help="CAN log (.blf, .asc, .log, .csv, .trc; repeatable; default: OUT/bus.blf on a bus)")
+                        help=f"CAN log ({LOG_FORMATS_HELP}); repeatable; default: OUT/bus.blf on a bus")
     parser.add_argument("--matrix", metavar="MAP.toml",
                         help="the BMS (and the VCU model) speak the vehicle's CAN matrix through this signal map")
     parser.add_argument("--external-vcu", action="store_true",
@@ -165,5 +167,7 @@ def _print_result(result) -> None:
           + ("" if s["complete"] else "; not passed: the run is incomplete"))
     for kind, path in result.reports.items():
         print(f"  {kind:<12}{path}")
+    for path in s.get("logs") or ():
+        print(f"  {'bus log':<12}{path}")
     for error in s.get("report_errors") or []:
         print(f"bms-emu run: error: a report could not be written: {error}", file=sys.stderr)

@@ -11,6 +11,7 @@ DEFAULT_DIAG_IDS = "0x7E0,0x7E8,0x7DF"
 
 
 def add_subparser(subparsers):
+    from bms.can.logs import LOG_FORMATS_HELP
     parser = subparsers.add_parser(
         "serve", help="run the emulated BMS on a CAN bus until Ctrl-C",
         description="Run the emulated BMS (pack model, sensors, estimators, BMS logic) as a node on a CAN bus, "
@@ -46,8 +47,7 @@ def add_subparser(subparsers):
                      help="virtual clock: as fast as possible, timestamps in simulated time, deterministic")
     run.add_argument("--duration", type=float, metavar="S", help="stop after S seconds of simulated time")
     run.add_argument("--log", action="append", default=[], metavar="FILE",
-                     help="log every frame; format by extension: .blf .asc .log (candump) .csv .trc .txt "
-                          "(.mf4 with the mf4 extra); repeat for several files")
+                     help=f"log every frame; format by extension: {LOG_FORMATS_HELP}; repeat for several files")
     run.add_argument("--dbc", metavar="FILE",
                      help="use this DBC instead of the shipped one (same message and signal names; other IDs, "
                           "layouts or cycle times are fine; CHG_Status and HIL_Load may be left out); a DBC "

@@ -265,6 +265,10 @@ def _open(log_path: Path):
                           f"pip install 'assb-bms-emulator[mf4]')") from exc
     except Exception as exc:  # BLFParseError, struct.error on a short header, NotImplementedError (mf4) …
         extra = " (for .mf4: pip install 'assb-bms-emulator[mf4]')" if log_path.suffix.lower() == ".mf4" else ""
+        size = log_path.stat().st_size
+        if log_path.suffix.lower() == ".blf" and size < 144:  # python-can's struct error on the file header
+            extra = (" (the file is empty)" if size == 0 else
+                     f" ({size} bytes: shorter than a BLF file header, 144 bytes)") + extra
         raise ReplayError(f"{log_path}: cannot open the log: {_describe(exc)}{extra}") from exc
 
 
