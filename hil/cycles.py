@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import difflib
 import math
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -79,6 +80,9 @@ def _parse(text: str, source: str, name: str) -> DriveCycle:
     rows = list(csv.reader(text.splitlines()))
     if not rows or [c.strip() for c in rows[0]][:2] != ["time_s", "speed_mps"]:
         found = f"a line of {len(rows[0])} column(s) without it" if rows else "an empty file"
+        head = [c.strip() for c in rows[0]][:2] if rows else []
+        if len(head) == 2 and head[0] == "time_s" and re.fullmatch(r"speed_\w{1,12}", head[1]):  # a unit slip
+            found = f"'time_s,{head[1]}': the speed column is speed_mps, in m/s (km/h / 3.6)"
         raise CycleError(f"{source}:1: expected the header 'time_s,speed_mps' of a drive cycle, found {found}")
     times: list[float] = []
     speeds: list[float] = []

@@ -209,10 +209,11 @@ def _check_table(values: dict, allowed: dict, required, source, loc, table, inde
         if key not in allowed:
             raise ScenarioError(source, loc.line(table, key, index), f"{prefix}.{key}",
                                 f"unknown key{suggest(key, allowed)}")
-    for key in sorted(required):
-        if key not in values:
-            raise ScenarioError(source, loc.line(table, None, index), f"{prefix}.{key}",
-                                "missing (required for this kind)")
+    missing = sorted(set(required) - set(values))
+    if missing:  # all of them at once: a table written from scratch often lacks several
+        more = f" (also missing: {', '.join(missing[1:])})" if len(missing) > 1 else ""
+        raise ScenarioError(source, loc.line(table, None, index), f"{prefix}.{missing[0]}",
+                            f"missing (required for this kind){more}")
     return {key: _check_type(value, allowed[key], source, loc.line(table, key, index), f"{prefix}.{key}")
             for key, value in values.items()}
 

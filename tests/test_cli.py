@@ -100,6 +100,7 @@ def test_builtin_cycles_match_provenance():
 
 @pytest.mark.parametrize("text,message", [
     ("time,speed\n0,0\n", ":1: expected the header"),
+    ("time_s,speed_kmh\n0,0\n", ":1: .*'time_s,speed_kmh': the speed column is speed_mps, in m/s"),
     ("time_s,speed_mps\n0,0\n1,nan\n", ":3: time and speed must be finite"),
     ("time_s,speed_mps\n0,0\n1,abc\n", ":3: expected two numbers"),
     ("time_s,speed_mps\n0,0\n0,1\n", ":3: time_s must increase"),

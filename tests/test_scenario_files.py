@@ -48,6 +48,8 @@ def test_good_scenario_parses():
     ('fault = "open_wire"', 'fault = "openwire"', 18, "fault[0].fault", "did you mean 'open_wire'"),
     ("initial_soc = 0.8", "initial_soc = 80.0", 4, "scenario.initial_soc", "[0, 1]"),
     ("at_s = 10.0", 'when = "soc_tru < 0.5"', 19, "fault[0].when", "did you mean 'soc_true'"),
+    ('kind = "sensor"\nsensor = "cell_voltage"\nindex = 3\nfault = "open_wire"', 'kind = "internal_short"', 14,
+     "fault[0].cell", "missing (required for this kind) (also missing: resistance_ohm)"),
 ])
 def test_malformed_scenarios_name_file_line_and_key(old, new, line, key, message):
     text = GOOD.replace(old, new)
