@@ -477,8 +477,13 @@ def test_any_value_in_any_key_of_a_builtin_scenario_is_refused_or_runs(data, tmp
 
 
 @pytest.mark.parametrize("argv, expected", [
-    (["run", "--max-sim-s", "-1"], "--max-sim-s must be > 0"),
-    (["serve", "--duration", "-1"], "--duration must be > 0"),
+    (["run", "--max-sim-s", "-1"], "--max-sim-s -1: must be a number of seconds > 0"),
+    (["run", "--max-sim-s", "inf"], "--max-sim-s inf: must be a number of seconds > 0"),
+    (["serve", "--duration", "-1"], "--duration -1: must be a number of seconds > 0"),
+    (["serve", "--lockstep", "--duration", "inf"], "--duration inf: must be a number of seconds > 0"),
+    (["serve", "--lockstep", "--duration", "nan"], "--duration nan: must be a number of seconds > 0"),
+    (["serve", "--lockstep", "--duration", "1", "--soc", "1.5"], "--soc: expected a state of charge in 0 ... 1"),
+    (["serve", "--lockstep", "--duration", "1", "--temp", "nan"], "--temp: expected a temperature in (-60, 120)"),
     (["serve", "--lockstep", "--duration", "1", "--dt", "1e-9"], "--dt: expected a tick of 0.001 ... 0.1 s"),
     (["serve", "--rt-priority", "200"], "--rt-priority must be in 0..99"),
     (["serve", "--lockstep", "--duration", "1", "--diag-ids", "0x7E0"], "--diag-ids: expected REQ,RESP"),

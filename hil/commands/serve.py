@@ -95,6 +95,11 @@ def _run(args) -> int:
         raise SystemExit(f"bms-emu serve: error: --dt: expected a tick of 0.001 ... 0.1 s, found {args.dt:g}")
     if not 0 <= args.rt_priority <= 99:
         raise SystemExit("bms-emu serve: error: --rt-priority must be in 0..99")
+    if not 0 <= args.soc <= 1:  # NaN too (the emulator's own message names its parameter, not the flag)
+        raise SystemExit(f"bms-emu serve: error: --soc: expected a state of charge in 0 ... 1, found {args.soc:g}")
+    if not -60 < args.temp < 120:
+        raise SystemExit(f"bms-emu serve: error: --temp: expected a temperature in (-60, 120) degC, found "
+                         f"{args.temp:g}")
     stop = getattr(args, "stop", None) or threading.Event()
     emulator = Emulator(args.pack, seed=args.seed, initial_soc=args.soc, temp_C=args.temp, dt_s=args.dt)
     clock = VirtualClock() if args.lockstep else WallClock(spin_s=max(args.spin_ms, 0.0) / 1000.0,
