@@ -18,7 +18,9 @@ def add_subparser(subparsers):
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     for name, text in (("header", "write bms_fil.h (the C ABI)"),
                        ("process-c", "write bms_fil_process.c (the firmware side of the process transport)")):
-        p = sub.add_parser(name, help=text, description=text)
+        p = sub.add_parser(name, help=text, description=text, formatter_class=argparse.RawDescriptionHelpFormatter,
+                           epilog=f"examples:\n  bms-emu firmware {name}\n  bms-emu firmware {name} -o "
+                                  f"{'bms_fil.h' if name == 'header' else 'bms_fil_process.c'}")
         p.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
         p.set_defaults(func=_write, what=name)
     p = sub.add_parser("contract", help="print the I/O contract (Markdown table)")
@@ -27,9 +29,13 @@ def add_subparser(subparsers):
     p.set_defaults(func=_contract)
     p = sub.add_parser("check", help="conformance: two instances of a library in one process do not interfere",
                        description="Steps one instance alone and the same beside a second instance; exit 1 when "
-                                   "they differ (the library keeps globals).")
+                                   "they differ (the library keeps globals).",
+                       epilog="examples:\n  bms-emu firmware check build/libmy_bms.so\n"
+                              "  bms-emu firmware check build/libmy_vcu.so --role vcu",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("library", help="the firmware shared library")
-    p.add_argument("--role", choices=("bms", "vcu"), default="bms")
+    p.add_argument("--role", choices=("bms", "vcu"), default="bms",
+                   help="the slot the library is built for (default: bms)")
     p.add_argument("--config", default="", help="configuration string for create()")
     p.set_defaults(func=_check)
 
