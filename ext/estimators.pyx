@@ -981,16 +981,9 @@ cdef extern from *:
                temp_fraction, max_rise, e1, e2, g1, g2, horizon, direction, sgn, kq_num, target, margin_v;
     } est_sop_k;
 
-    static inline est_vd est_interp_value(const double* table, int n, est_vd x) {
-        est_vd pos = x * (n - 1), lo, hi, fi;
-        for (int l = 0; l < EST_W; l++) {
-            int i = 0;
-            if (pos[l] >= 1.0) i = pos[l] >= n - 2 ? n - 2 : (int)pos[l];
-            lo[l] = table[i];
-            hi[l] = table[i + 1];
-            fi[l] = i;
-        }
-        return lo + (pos - fi) * (hi - lo);
+    static inline est_vd est_interp_value(const double* table, int n, est_vd x) {   /* interp_uniform */
+        est_vd unused;
+        return est_interp_slope(table, n, x, &unused);
     }
     static inline est_vd est_exp_rise(est_vd y) {   /* exp_rise */
         est_vd u = 0.125 * y;
