@@ -383,6 +383,8 @@ def _replays_the_bench(bench, folder):
     from hil.runner import run_scenario
     from hil.scenario import load_scenario
     path = bench.export(folder, name="replay")
+    text = path.read_text()   # written as a scenario is by hand: the tables first, each step a [[step]] block
+    assert text.startswith("[scenario]\n") and text.count("[[step]]") == len(bench.steps) and "= [" not in text
     result = run_scenario(load_scenario(path), mode="lockstep", plots=False)
     ours, theirs = bench.recording(), result.recording
     assert np.array_equal(ours.time_s, theirs.time_s)

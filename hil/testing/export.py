@@ -74,7 +74,27 @@ def scenario_toml(bench, expectations=(), *, name: str | None = None) -> tuple[s
     expects = [{"kind": e.kind, "name": e.name, **e.options} for e in expectations]
     if expects:
         data["expect"] = expects
-    return tomli_w.dumps(data), files
+    return _scenario_text(data), files
+
+
+def _scenario_text(data: dict) -> str:
+    """``data`` as a scenario file is written by hand: the tables in their order, each list of tables as
+    ``[[step]]`` blocks (tomli-w writes a short list inline, as ``step = [ {...} ]``, and the tables before it)."""
+    blocks = []
+    for key, value in data.items():
+        entries = value if isinstance(value, list) else [value]
+        header = f"[[{key}]]" if isinstance(value, list) else f"[{key}]"
+        for entry in entries:
+            lines = [header] + [tomli_w.dumps({k: v}).strip() if not isinstance(v, dict) else
+                                f"{k} = {_inline_table(v)}" for k, v in entry.items()]
+            blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) + "\n"
+
+
+def _inline_table(table: dict) -> str:
+    items = [f"{k} = {_inline_table(v)}" if isinstance(v, dict) else tomli_w.dumps({k: v}).strip()
+             for k, v in table.items()]
+    return "{ " + ", ".join(items) + " }" if items else "{}"
 
 
 def write_scenario(bench, folder: Path, expectations=(), *, name: str | None = None) -> Path:
