@@ -156,11 +156,15 @@ _frame = st.builds(
     st.sampled_from([None, 0, 2, "vcan0", "bms-emu-lockstep0", "can", "x12"]), st.integers(0, 10**6))
 
 
-@given(st.lists(_frame, max_size=60), st.integers(1, 5))
-def test_the_batch_blf_writer_writes_python_cans_bytes(tmp_path_factory, frames, batches):
-    """BatchBLFWriter.write_frames against python-can's BLFWriter.on_message_received, byte for byte: small
-    containers so that flushes fall inside a batch; any batch split."""
+@given(st.lists(_frame, max_size=60), st.integers(1, 5), st.sampled_from(["compiled", "twin"]))
+def test_the_batch_blf_writer_writes_python_cans_bytes(tmp_path_factory, frames, batches, backend):
+    """BatchBLFWriter.write_frames, with the compiled object packer and with its twin, against python-can's
+    BLFWriter.on_message_received, byte for byte: small containers so that flushes fall inside a batch; any batch
+    split."""
+    import bms
+    import bms._twin.blf_objects
     from bms.can.logs import BatchBLFWriter
+    compiled = bms.KERNELS.blf_objects
     folder = tmp_path_factory.mktemp("blf")
     for m in frames:
         m.dlc = len(m.data) if not m.is_remote_frame else m.dlc
@@ -171,8 +175,12 @@ def test_the_batch_blf_writer_writes_python_cans_bytes(tmp_path_factory, frames,
     for m in frames:
         ref.on_message_received(m)
     step = max(1, len(frames) // batches)
-    for k in range(0, len(frames), step):
-        new.write_frames(frames[k:k + step])
+    bms.KERNELS.blf_objects = compiled if backend == "compiled" else bms._twin.blf_objects
+    try:
+        for k in range(0, len(frames), step):
+            new.write_frames(frames[k:k + step])
+    finally:
+        bms.KERNELS.blf_objects = compiled
     for w in (ref, new):
         w.stop()
     assert (folder / "new.blf").read_bytes()[144:] == (folder / "ref.blf").read_bytes()[144:]

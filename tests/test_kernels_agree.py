@@ -21,7 +21,8 @@ def test_compiled_kernels_are_in_use():
         assert bms.KERNEL_BACKEND == "numpy"
         return
     assert bms.KERNEL_BACKEND == "compiled"
-    for module in (bms.KERNELS.plant, bms.KERNELS.sensors, bms.KERNELS.frame_encoder):
+    for module in (bms.KERNELS.plant, bms.KERNELS.sensors, bms.KERNELS.frame_encoder,
+                   bms.KERNELS.blf_objects):
         assert Path(module.__file__).suffix in (".so", ".pyd"), module.__file__
     assert type(Pack(load_pack())._kernel).__module__ == bms.KERNELS.plant.__name__
 

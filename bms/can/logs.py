@@ -17,16 +17,15 @@ import copy
 import gzip
 import os
 import re
-import struct
 import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any
 
 import can
 import numpy as np
 
+from .._kernels import KERNELS
 from ..errors import BmsError
 
 __all__ = ["LogWriter", "LogError", "CycleStats", "MessageStats", "SUPPORTED_LOG_SUFFIXES", "open_writer"]
@@ -61,74 +60,41 @@ class LogError(BmsError):
 
 
 class BatchBLFWriter(can.BLFWriter):
-    """python-can's BLF writer with ``write_frames(frames)``: a batch of classic CAN data and remote frames
-    packed as python-can packs them (its own structs and constants, object header and CAN_MESSAGE body in one
-    ``struct.pack``), about a third of ``on_message_received``'s cost per frame, which was the largest part of
-    a lockstep tick's logging; the bytes are python-can's, checked frame for frame against its writer. Any
+    """python-can's BLF writer with ``write_frames(frames)``: a batch of classic CAN data and remote frames packed
+    by a compiled kernel (``KERNELS.blf_objects``, its twin ``bms/_twin/blf_objects.py``) as python-can packs them,
+    object header and CAN_MESSAGE body, in a fraction of ``on_message_received``'s cost per frame (the largest part
+    of a lockstep tick's logging); the bytes are python-can's, checked frame for frame against its writer. Any
     other frame (CAN FD, error frames, a timestamp of None) goes through ``on_message_received``."""
 
     def write_frames(self, frames) -> None:
         from can.io import blf
 
-        fast = _BLF_OBJECT.size == blf.OBJ_HEADER_BASE_STRUCT.size + blf.OBJ_HEADER_V1_STRUCT.size + \
+        fast = _BLF_OBJECT_SIZE == blf.OBJ_HEADER_BASE_STRUCT.size + blf.OBJ_HEADER_V1_STRUCT.size + \
             blf.CAN_MSG_STRUCT.size and hasattr(self, "_buffer") and hasattr(self, "max_container_size")
         if not fast:  # a python-can whose BLF layout differs from the one this was written against
             for msg in frames:
                 self.on_message_received(msg)
             return
-        header_size = blf.OBJ_HEADER_BASE_STRUCT.size + blf.OBJ_HEADER_V1_STRUCT.size
-        obj_size, lobj, can_message, one_ns = _BLF_OBJECT.size, b"LOBJ", blf.CAN_MESSAGE, blf.TIME_ONE_NANS
-        ext_bit, remote_bit, tx_bit = blf.CAN_MSG_EXT, blf.REMOTE_FLAG, blf.DIR
-        pack, append, channels = _BLF_OBJECT.pack, self._buffer.append, _BLF_CHANNELS
-        own_channel, limit = self.channel, self.max_container_size
-        # python-can's counters kept in locals, written back before anything of python-can's runs
-        size, count, start, last = self._buffer_size, self.object_count, self.start_timestamp, None
-        for msg in frames:
-            timestamp = msg.timestamp
-            if msg.is_error_frame or msg.is_fd or timestamp is None:
-                self._buffer_size, self.object_count = size, count
-                if last is not None:
-                    self.stop_timestamp = last
-                self.on_message_received(msg)
-                size, count, start, last = self._buffer_size, self.object_count, self.start_timestamp, None
-                append = self._buffer.append  # it may have flushed (a new list)
+        pack, limit, channel = KERNELS.blf_objects.pack_can_objects, self.max_container_size, self.channel
+        i, n = 0, len(frames)
+        while i < n:
+            # python-can's counters updated before anything of python-can's runs (a flush, its own path)
+            objects, j, start, last, size = pack(frames, i, self.start_timestamp, channel, _BLF_CHANNELS,
+                                                 self._buffer_size, limit)
+            if j == i:  # a frame for python-can's own path
+                self.on_message_received(frames[i])
+                i += 1
                 continue
-            channel = msg.channel
-            if channel is None:
-                number = own_channel
-            else:
-                found: Any = channels.get(channel, _NO_CHANNEL) if type(channel) is str else channel
-                if found is _NO_CHANNEL:
-                    found = channels[channel] = can.util.channel2int(channel)
-                elif type(found) is not int:  # a type python-can may or may not number
-                    found = can.util.channel2int(found)
-                number = own_channel if found is None else found + 1
-            if start is None:
-                start = self.start_timestamp = int(timestamp * 1000) / 1000
-            last = timestamp
-            ns = int((timestamp - start) * 1e9)
-            flags = remote_bit if msg.is_remote_frame else 0
-            if not msg.is_rx:
-                flags |= tx_bit
-            append(pack(lobj, header_size, 1, obj_size, can_message, one_ns, 0, 0, ns if ns > 0 else 0, number,
-                        flags, msg.dlc, msg.arbitration_id | ext_bit if msg.is_extended_id else msg.arbitration_id,
-                        bytes(msg.data)))
-            size += obj_size
-            count += 1
-            if size >= limit:
-                self._buffer_size, self.object_count = size, count
+            self._buffer.append(objects)
+            self._buffer_size, self.start_timestamp, self.stop_timestamp = size, start, last
+            self.object_count += j - i
+            if size >= limit:  # python-can flushes after the object that reaches the limit
                 self._flush()
-                size = self._buffer_size
-                append = self._buffer.append  # python-can starts a new list with what did not fit
-        self._buffer_size, self.object_count = size, count
-        if last is not None:
-            self.stop_timestamp = last
+            i = j
 
 
-# base object header + v1 header + CAN_MESSAGE (python-can's "<4sHHLL", "<LHHQ", "<HBBL8s"): 48 bytes, no padding
-_BLF_OBJECT = struct.Struct("<4sHHLLLHHQHBBL8s")
+_BLF_OBJECT_SIZE = 48     # python-can's "<4sHHLL", "<LHHQ", "<HBBL8s": base header, v1 header, CAN_MESSAGE
 _BLF_CHANNELS: dict[str, int | None] = {}   # channel name -> python-can's channel2int (a regex match each)
-_NO_CHANNEL = object()
 
 
 def write_frames(writer, frames) -> None:
