@@ -162,6 +162,12 @@ class BmsConfig:
     current_offset_warning_A: float = _c(3.0, positive, "current read with every contactor open")
     current_offset_error_A: float = _c(20.0, positive)
     current_sensor_debounce_s: tuple = _c([2.0, 0.5, 0.5], debounce_triple)
+    # while current flows: the current error the SOC filter's common correction implies (bms/firmware/
+    # current_plausibility.py); a healthy pack stays below 3 A, a 40 A offset reads 30 A and more
+    current_plausibility_warning_A: float = _c(15.0, positive, "inf disables the check")
+    current_plausibility_window_s: float = _c(300.0, positive, "the correction is averaged over this long")
+    current_plausibility_settle_s: float = _c(600.0, non_negative,
+                                              "no samples this long after the estimator starts (its SOC converges)")
     # --- voltage plausibility ---------------------------------------------------------------------
     link_mismatch_warning_V: float = _c(10.0, threshold)
     link_mismatch_error_V: float = _c(25.0, threshold)

@@ -53,6 +53,7 @@ from ._est_layout import (
     N_THERMAL,
     N_TUNING,
     N_X,
+    S_AH,
     S_CURRENT_VALID,
     S_ENERGY_KWH,
     S_ENERGY_USABLE_KWH,
@@ -652,6 +653,12 @@ class PackEstimator:
     def resistance_ohm_estimate(self) -> np.ndarray:
         """R0 of every series group in ohm at 25 degC and 50 % SOC (the scale applies to R1, R2 too)."""
         return self.state.resistance_scale * self.params.cell.r0_ohm / self.params.n_parallel
+
+    @property
+    def charge_counted_Ah(self) -> float:
+        """Net charge counted per cell since the start [Ah] (discharge positive, charge efficiency applied): what the
+        SOC filter's prediction takes out of every group; updated every 100 ms."""
+        return float(self.state.scalars[S_AH])
 
     @property
     def current_valid(self) -> bool:

@@ -48,7 +48,7 @@ class Protection(enum.IntEnum):
     PACK_VOLTAGE_MISMATCH = 9       # pack voltage sensor and the sum of the cell groups disagree
     CELL_VOLTAGE_SENSOR = 10        # a cell-monitor channel is open, out of range or stuck
     TEMPERATURE_SENSOR = 11         # a temperature sensor is open/out of range or disagrees with the others
-    CURRENT_SENSOR = 12             # shunt out of range, offset with contactors open, or stuck
+    CURRENT_SENSOR = 12             # shunt out of range, offset with contactors open, stuck, or off the cells
     CONTACTOR_FEEDBACK = 13         # commanded closed, feedback open
     CONTACTOR_WELDED = 14           # commanded open, feedback (or the DC link) says closed
     PRECHARGE_FAILURE = 15          # DC link did not reach its target in time, after the retries

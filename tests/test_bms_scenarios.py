@@ -483,3 +483,32 @@ cycle = "us06"
     assert signals["cell_voltage_min_V"].min() >= 2.80
     warnings = [f for f in result.summary["faults"] if "UNDERVOLTAGE" in f["event"]]
     assert not warnings, f"undervoltage with the VCU obeying the limits: {warnings}"
+
+
+@pytest.mark.parametrize("offset_A", [0.0, -40.0, 40.0])
+def test_a_current_offset_that_appears_while_driving_is_found_against_the_cells(offset_A):
+    """A shunt that starts to read 40 A off in the middle of a drive (the contactors closed: the zero check with
+    them open cannot see it) is found from the SOC filter's common correction: CURRENT_SENSOR at WARNING and its
+    DTC within a window, the error's sign right. The same drive without it raises nothing (a healthy pack's
+    estimate stays below a few amperes)."""
+    from bms.sensors import Offset
+    power, _ = power_profile(load_cycle("wltc"), Vehicle(), 0.01)
+    emu = Emulator(load_pack(), seed=7, initial_soc=0.8)
+    start_driving(emu)
+    drive = lambda emu: power[emu.ticks % len(power)] / (3.7 * 192)  # noqa: E731
+    run(emu, 950.0, drive)   # the estimator settled (600 s) and one window judged (300 s)
+    assert np.isfinite(emu.bms.current_error_A) and abs(emu.bms.current_error_A) < 3.0
+    if offset_A:
+        emu.sensors.inject("current", 0, Offset(offset_A), emu.t_s)
+    injected_s = emu.t_s
+    run(emu, 250.0, drive)
+    warned = first_event(emu.bms, "fault", protection="CURRENT_SENSOR", level="WARNING")
+    if not offset_A:
+        assert warned is None and dtc(emu.bms, Protection.CURRENT_SENSOR) is None, story(emu.bms)
+        assert abs(emu.bms.current_error_A) < 3.0
+        return
+    assert warned is not None, f"no CURRENT_SENSOR warning; estimate {emu.bms.current_error_A:.1f} A\n{story(emu.bms)}"
+    assert injected_s < warned.t_s < injected_s + 200.0
+    assert np.sign(warned.detail["value"]) == np.sign(offset_A)
+    assert dtc(emu.bms, Protection.CURRENT_SENSOR) is not None
+    assert emu.bms.state == BmsState.READY   # a warning: the drive goes on

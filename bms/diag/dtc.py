@@ -107,7 +107,7 @@ DTC_DEFINITIONS: dict[Protection, DtcDefinition] = {d.protection: d for d in (
     _d(P.PACK_VOLTAGE_MISMATCH, _FTB_COMPARE, "pack voltage sensor and cell sum disagree"),
     _d(P.CELL_VOLTAGE_SENSOR, _FTB_PLAUSIBILITY, "cell-monitor channel open, out of range or stuck"),
     _d(P.TEMPERATURE_SENSOR, _FTB_PLAUSIBILITY, "temperature sensor open, out of range or implausible"),
-    _d(P.CURRENT_SENSOR, _FTB_PLAUSIBILITY, "current sensor out of range, offset or stuck"),
+    _d(P.CURRENT_SENSOR, _FTB_PLAUSIBILITY, "current sensor out of range, offset, stuck or off the cells' current"),
     _d(P.CONTACTOR_FEEDBACK, _FTB_STUCK_OPEN, "contactor commanded closed, feedback open", _CHECK_IMMEDIATELY,
        _CLOSED),
     _d(P.CONTACTOR_WELDED, _FTB_STUCK_CLOSED, "contactor commanded open, feedback or DC link closed",
