@@ -163,11 +163,15 @@ class BmsConfig:
     current_offset_error_A: float = _c(20.0, positive)
     current_sensor_debounce_s: tuple = _c([2.0, 0.5, 0.5], debounce_triple)
     # while current flows: the current error the SOC filter's common correction implies (bms/firmware/
-    # current_plausibility.py); a healthy pack stays below 3 A, a 40 A offset reads 30 A and more
+    # charge_checks.py); a healthy pack stays below 3 A, a 40 A offset reads 30 A and more
     current_plausibility_warning_A: float = _c(15.0, positive, "inf disables the check")
     current_plausibility_window_s: float = _c(300.0, positive, "the correction is averaged over this long")
     current_plausibility_settle_s: float = _c(600.0, non_negative,
                                               "no samples this long after the estimator starts (its SOC converges)")
+    # a group's own correction against the median's, as a charge it loses (bms/firmware/charge_checks.py):
+    # a healthy pack's groups stay below 1 A
+    internal_short_warning_A: float = _c(2.5, positive, "inf disables the check")
+    internal_short_tau_s: float = _c(900.0, positive, "time constant of the leak estimate's average")
     # --- voltage plausibility ---------------------------------------------------------------------
     link_mismatch_warning_V: float = _c(10.0, threshold)
     link_mismatch_error_V: float = _c(25.0, threshold)

@@ -58,6 +58,7 @@ class Protection(enum.IntEnum):
     STACK_PRESSURE_LOSS = 19        # a group's resistance far above the pack's: lost stack pressure
     CELL_IMBALANCE = 20             # spread of the cell-group voltages
     THERMAL_EVENT = 21              # fast temperature rise on a sensor (solid electrolyte exotherm onset)
+    INTERNAL_SHORT = 22             # a group loses charge faster than the others: a soft internal short
 
 
 N_PROTECTIONS = len(Protection)
@@ -99,6 +100,7 @@ PROTECTIONS: dict[Protection, ProtectionInfo] = {
     Protection.STACK_PRESSURE_LOSS: ProtectionInfo(_E, "stack_pressure_derate", "stack_pressure_derate"),
     Protection.CELL_IMBALANCE: ProtectionInfo(_E),
     Protection.THERMAL_EVENT: ProtectionInfo(_E, 0.5, 0.0),
+    Protection.INTERNAL_SHORT: ProtectionInfo(_E, python=True, doc="a warning for service: the pack stays in use"),
 }
 
 

@@ -119,6 +119,8 @@ DTC_DEFINITIONS: dict[Protection, DtcDefinition] = {d.protection: d for d in (
     _d(P.STACK_PRESSURE_LOSS, _FTB_PERFORMANCE, "cell group resistance far above the pack's (stack pressure)"),
     _d(P.CELL_IMBALANCE, _FTB_PERFORMANCE, "cell group voltages spread too far", _MAINTENANCE),
     _d(P.THERMAL_EVENT, _FTB_COMPONENT_TEMP, "fast temperature rise (thermal event onset)", _CHECK_IMMEDIATELY),
+    _d(P.INTERNAL_SHORT, _FTB_PERFORMANCE, "a cell group loses charge faster than the others (internal short)",
+       _MAINTENANCE),
 )}
 
 

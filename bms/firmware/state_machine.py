@@ -47,9 +47,9 @@ from ..errors import InputError
 from ..faults import N_PROTECTIONS, PROTECTIONS, Dtc, Event, FaultLevel, Protection
 from ..params import PackParams
 from .balancing import Balancing
+from .charge_checks import ChargeChecks
 from .charging import ChargeControl
 from .contactors import ContactorSequences
-from .current_plausibility import CurrentPlausibility
 from .fault_memory import FaultMemory
 from .limits import LimitsTask
 from .types import CLOSED_STATES, ZERO_LIMITS, BmsState, Limits, StateRequest
@@ -65,7 +65,7 @@ _REQUEST_NONE, _ERROR = StateRequest.NONE, FaultLevel.ERROR
 _EV_LEVEL, _EV_SLOW, _IN_VCU_DEADLINE = L.EV_LEVEL, L.EV_SLOW, L.IN_VCU_DEADLINE
 
 
-class Bms(FaultMemory, LimitsTask, ChargeControl, Balancing, ContactorSequences, CurrentPlausibility):
+class Bms(FaultMemory, LimitsTask, ChargeControl, Balancing, ContactorSequences, ChargeChecks):
     """The emulated BMS on top of a pack's sensor layer (see the module docstring for the states).
 
     ``step(t_s, dt_s)`` once per tick after the sensors (and the estimator) have been updated.
@@ -140,7 +140,7 @@ class Bms(FaultMemory, LimitsTask, ChargeControl, Balancing, ContactorSequences,
         self._fault_reason = ""
         self._next_balance = 0.0
         self._charge_end_since = None
-        self._current_check_setup()
+        self._charge_checks_setup()
         self._event("state", {"from": None, "to": "INIT", "reason": "power on"})
 
     def step(self, t_s: float, dt_s: float) -> None:
@@ -420,7 +420,7 @@ class Bms(FaultMemory, LimitsTask, ChargeControl, Balancing, ContactorSequences,
         if t >= self._next_balance:
             self._next_balance = t + c.balancing_period_s
             self._balance(t, rested)
-        self._check_current(t)
+        self._check_charge(t)
 
     def __repr__(self):
         return (f"Bms(state={self.state.name}, latched={self.latched}, fault_level={self.fault_level.name}, "
