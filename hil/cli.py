@@ -7,6 +7,7 @@ clean ending (``hil.stopping``); the other commands stop as at Ctrl-C. Exit stat
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 
@@ -47,9 +48,44 @@ def _format_warning(message, category, filename, lineno, line=None) -> str:
     return f"bms-emu: warning: {message}\n"  # what the run should know, not where in the code it was seen
 
 
+class _Console:
+    """A standard stream whose reader may go away (``| head``, a log collector that died): once a write or
+    flush meets a broken pipe, the stream's descriptor is pointed at the null device and what follows is
+    dropped, so the run goes on and its logs and reports are still written (exit status as the run earns)."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._lost()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._lost()
+
+    def _lost(self) -> None:
+        try:
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, self._stream.fileno())  # the buffered rest goes nowhere, also at exit
+            os.close(null)
+        except (OSError, ValueError):
+            pass
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
 def main(argv: list[str] | None = None) -> int:
     warnings.formatwarning = _format_warning
     stop = StopRequest().install()
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _Console(sys.stdout), _Console(sys.stderr)
     try:
         return _main(argv, stop)
     except StopNow as exc:
@@ -59,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         print("bms-emu: interrupted", file=sys.stderr)
         return exit_status.INTERRUPTED
     finally:
+        sys.stdout, sys.stderr = streams
         stop.restore()
 
 

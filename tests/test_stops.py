@@ -395,3 +395,34 @@ def test_serve_stops_with_a_clear_error_when_its_log_fills_the_disk(tmp_path, sm
     captured = capsys.readouterr()
     assert "a log could not be written" in captured.err and "No space left on device" in captured.err
     assert "BMS_Status" in captured.out  # the report and the cycle-time table are still printed
+
+
+# --- a console that goes away (| head, a log collector that died) ---------------------------------------------
+def _with_stdout_gone(args, cwd) -> subprocess.CompletedProcess:
+    """``args`` run with a standard output whose reader has already gone: every write meets a broken pipe."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        return subprocess.run([sys.executable, "-m", "hil.cli", *args], stdout=write_end, stderr=subprocess.PIPE,
+                              text=True, cwd=cwd, timeout=300)
+    finally:
+        os.close(write_end)
+
+
+def test_serve_whose_stdout_is_gone_still_runs_and_writes_its_report(tmp_path):
+    done = _with_stdout_gone(["serve", "--lockstep", "--duration", "0.5", "-c", f"stops-pipe-{os.getpid()}",
+                              "--json", str(tmp_path / "run.json"), "--log", str(tmp_path / "bus.blf")], tmp_path)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    report = json.loads((tmp_path / "run.json").read_text())
+    assert report["complete"] is True and report["stop_reason"] == "duration reached"
+    with can.BLFReader(str(tmp_path / "bus.blf")) as reader:
+        assert len(list(reader)) == report["log_frames"] > 0
+
+
+def test_run_whose_stdout_is_gone_still_writes_its_verdict(tmp_path):
+    scenario = _scenario_file(tmp_path, duration=1.0)
+    done = _with_stdout_gone(["run", str(scenario), "--out", str(tmp_path / "out"), "--mode", "lockstep",
+                              "--no-plots", "-c", f"stops-pipe-run-{os.getpid()}"], tmp_path)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["passed"] is True and summary["complete"] is True
