@@ -114,6 +114,37 @@ def test_a_frame_with_an_identifier_no_can_frame_carries_is_a_bad_frame(request)
         assert node.t_s == pytest.approx(0.06)
 
 
+def test_the_report_names_the_last_frame_it_could_not_use_and_when(request):
+    """Each kind of unusable frame the README lists is counted and, as the last receive error, named with
+    its message, what was wrong, its identifier and data, and the simulated time it came at."""
+    channel = f"lastrx-{os.getpid()}"
+    with CanNode(_emulator(), channel=channel) as node, can.Bus(interface="virtual", channel=channel) as bus:
+        peer = Peer(bus)
+        node.start()
+
+        def after(send) -> str:
+            send()
+            node.run_for(DT)
+            return node.report().last_rx_error or ""
+
+        short = can.Message(arbitration_id=0x200, is_extended_id=False, data=bytes(5))
+        assert after(lambda: bus.send(short)).startswith("VCU_Command: DLC 5 (5 data bytes) where the DBC defines 8")
+        assert "ID 0x200, data 0000000000, at t = 0.0" in node.report().last_rx_error
+        unknown = can.Message(arbitration_id=0x205, is_extended_id=False, data=bytes(8))
+        assert after(lambda: bus.send(unknown)).startswith("an identifier not in the DBC (ID 0x205")
+        assert after(lambda: peer.send("VCU_Command", {"StateRequest": 1}, crc=0x00)) \
+            .startswith("VCU_Command: wrong CRC (ID 0x200")
+        peer.send("VCU_Command", {"StateRequest": 1}, counter=2)
+        sent_at = node.t_s
+        assert after(lambda: peer.send("VCU_Command", {"StateRequest": 1}, counter=9)) \
+            .startswith("VCU_Command: alive counter 2 then 9")
+        node.run_for(30 * DT)
+        said = float(re.search(r"at t = ([0-9.]+) s\)$", node.report().last_rx_error).group(1))
+        assert abs(said - sent_at) <= DT + 1e-9 and node.t_s > said + 0.2  # when it came, not the report's time
+        c = node.counters
+        assert c["wrong_dlc"] == c["unknown_id"] == c["crc_errors"] == c["counter_errors"] == 1, c
+
+
 def test_what_a_receive_error_means():
     """Errors as python-can raises them: a message that cannot be built is a bad frame, a closed bus or a
     vanished device the adapter's failure, another operating-system error a receive error."""

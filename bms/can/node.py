@@ -857,7 +857,7 @@ class CanNode:
         kind = classify_rx_error(self.bus, exc)
         if kind == "fatal":
             raise BusFailure(f"receiving from the bus failed: {_describe(exc)}") from exc
-        self.last_rx_error = _describe(exc)
+        self.last_rx_error = f"{_describe(exc)} (at t = {self._t_s(t_ns):.2f} s)"
         if kind == "bad_frame":  # something arrived and was read: the bus works (a flood of garbage included)
             self.counters["bad_frames"] += 1
             return
@@ -914,6 +914,7 @@ class CanNode:
         self._log_batch.append(msg)
         if msg.is_error_frame:
             counters["error_frames"] += 1
+            self._bad_rx(msg, "an error frame", t_ns)
             if msg.arbitration_id & _CAN_ERR_BUSOFF and self.controller_error_frames:
                 raise BusFailure("the controller went bus-off (error frame with CAN_ERR_BUSOFF)")
             return
@@ -940,13 +941,19 @@ class CanNode:
         if rx is None:
             if msg.arbitration_id > (0x1FFFFFFF if msg.is_extended_id else 0x7FF) or msg.arbitration_id < 0:
                 counters["bad_frames"] += 1  # an identifier no CAN frame can carry
+                self._bad_rx(msg, "an identifier no CAN frame carries", t_ns)
+            elif key in self._tx_ids or self.codec.by_id(*key):
+                counters["not_for_bms"] += 1
             else:
-                counters["not_for_bms" if key in self._tx_ids or self.codec.by_id(*key) else "unknown_id"] += 1
+                counters["unknown_id"] += 1
+                self._bad_rx(msg, "an identifier not in the DBC", t_ns)
             return
         message = rx.codec
         data = msg.data
         if len(data) != message.length or msg.dlc != message.length:
             counters["wrong_dlc"] += 1
+            self._bad_rx(msg, f"{message.name}: DLC {msg.dlc} ({len(data)} data bytes) where the DBC defines "
+                              f"{message.length}", t_ns)
             return
         stamp = t_ns if not realtime else int(msg.timestamp * 1e9)
         rx.stats.append_ns(stamp)  # folded every _STATS_FLUSH_TICKS ticks
@@ -961,6 +968,7 @@ class CanNode:
         if message.e2e is not None:
             if not crc_ok:
                 counters["crc_errors"] += 1
+                self._bad_rx(msg, f"{message.name}: wrong CRC", t_ns)
                 self._e2e_error(rx, t_ns)
                 return
             last = rx.last_counter
@@ -969,10 +977,12 @@ class CanNode:
                 delta = (counter - last) % (1 << message.e2e.counter_bits)
                 if not 1 <= delta <= self.counter_max_delta:
                     counters["counter_errors"] += 1
+                    self._bad_rx(msg, f"{message.name}: alive counter {last} then {counter}", t_ns)
                     self._e2e_error(rx, t_ns)
                     return
         if values is None:
             counters["bad_values"] += 1
+            self._bad_rx(msg, f"{message.name}: a value its signals cannot carry", t_ns)
             return
         rx.valid += 1
         rx.errors_in_row = 0
@@ -986,8 +996,16 @@ class CanNode:
             self._update_fault(rx, t_ns)
         if rx.handler is not None and rx.handler(values, t_ns, rx) is False:
             counters["bad_values"] += 1  # a sound frame asking for what does not exist: counted once, here
+            self._bad_rx(msg, f"{message.name}: a request for what does not exist", t_ns)
             return
         counters["rx_accepted"] += 1
+
+    def _bad_rx(self, msg: can.Message, why: str, t_ns: int) -> None:
+        """A received frame the node counted and could not use: the report's last receive error says
+        what, which frame and when (only on this path: a good frame costs nothing)."""
+        ident = f"0x{msg.arbitration_id:08X}" if msg.is_extended_id else f"0x{msg.arbitration_id:03X}"
+        self.last_rx_error = f"{why} (ID {ident}, data {bytes(msg.data).hex().upper() or '-'}, at t = " \
+                             f"{self._t_s(t_ns):.2f} s)"
 
     def _is_echo(self, msg: can.Message) -> bool:
         """Whether ``msg`` is one of this node's sends coming back (they come back in the order sent; the
