@@ -77,6 +77,7 @@ class _FaultTimeline:
         self.emulator, self.vcu, self.can = emulator, vcu, can
         self.injections: dict[str, float] = {}
         self.cooling_factor = 1.0
+        self.bus_off: tuple[str, float] | None = None  # (name, t_s) of an injected bus-off, which ends the run
         for fault in scenario.faults:
             if fault.kind in CAN_FAULTS and can is None:
                 raise ScenarioError(scenario.source, fault.line, f"{fault.name}",
@@ -128,7 +129,17 @@ class _FaultTimeline:
         elif fault.kind == "vcu_silence":
             self.vcu.silent = on
         elif fault.kind in CAN_FAULTS:
+            if fault.kind == "bus_off" and on:
+                self.bus_off = (fault.name, t_s)
             self.can.fault(fault.kind, o, on, t_s)
+
+    def explain_bus_failure(self, failure: str) -> str:
+        """A bus failure in the words of the injected bus-off that caused it (the node's bus was shut down:
+        its next send or receive fails), else as it was."""
+        if self.bus_off is None:
+            return failure
+        name, t_s = self.bus_off
+        return f"bus-off injected ({name!r} at t = {t_s:.2f} s): the BMS left the bus ({failure})"
 
 
 class _Recorder:
@@ -410,7 +421,7 @@ def run_scenario(scenario: Scenario, *, out_dir: str | Path | None = None, mode:
             raise
         firmware_failure = fw_run.failure(exc)
         cause = "firmware" if firmware_failure is not None else "bus"
-        stop_reason = f"{exc} (at t = {tick * dt:.2f} s)"
+        stop_reason = f"{faults.explain_bus_failure(str(exc)) if cause == 'bus' else exc} (at t = {tick * dt:.2f} s)"
     except BaseException:
         _close_quietly(can)
         fw_run.close()

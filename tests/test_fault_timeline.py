@@ -105,3 +105,28 @@ def test_replay_command_writes_its_comparison(tmp_path, capsys):
     comparison = json.loads((out / "replay.json").read_text())
     soc = comparison["signals"]["soc"]
     assert abs(soc["recorded_start"] - 0.7) < 1e-9 and soc["rms"] < 0.02
+
+
+def test_an_injected_bus_off_is_named_as_the_cause_of_the_runs_end(tmp_path):
+    """A bus_off fault takes the BMS off the bus and so ends the run (cause "bus"); the stop reason says it
+    was the injected fault, not an adapter that failed on its own."""
+    import json
+    import os
+
+    text = """
+[scenario]
+name = "bus-off"
+initial_soc = 0.6
+[[step]]
+kind = "rest"
+duration_s = 3.0
+[[fault]]
+name = "controller off"
+kind = "bus_off"
+at_s = 1.0
+"""
+    result = run_scenario(parse_scenario(text, "b.toml"), out_dir=tmp_path, mode="lockstep", plots=False,
+                          can_options={"channel": f"busoff-{os.getpid()}"})
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert not result.passed and summary["incomplete_cause"] == "bus"
+    assert summary["stop_reason"].startswith("bus-off injected ('controller off' at t = 1.00 s)"), summary

@@ -306,3 +306,40 @@ def test_serve_live_prints_its_token_binds_loopback_and_takes_an_injection(tmp_p
             proc.wait()
     audit = audit_lines(tmp_path / "bench-audit.jsonl")
     assert [(e["action"], e["result"]) for e in audit] == [("inject", "applied")]
+
+
+def test_serve_live_bus_off_from_the_bench_control_is_named_as_the_end_of_the_run(tmp_path):
+    """bus_off from the bench control takes the BMS off the bus, which ends serve (exit 3): its report and
+    error say that the injection did it, not that the adapter failed (once, not twice over)."""
+    import os
+    import re
+    import subprocess
+    import sys
+    import urllib.request
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "hil.cli", "serve", "--live", "--live-port", "0", "--rt-priority",
+                             "0", "-c", f"live-busoff-{os.getpid()}", "--json", str(tmp_path / "serve.json")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    try:
+        lines: list[str] = []
+        while not any("bench control token" in line for line in lines):
+            line = proc.stdout.readline()
+            assert line, f"serve ended early: {proc.stderr.read()}"
+            lines.append(line)
+        url = next(re.search(r"(http://127\.0\.0\.1:\d+/)\?token=(\S+)", x) for x in lines if "live view" in x)
+        body = json.dumps({"action": "inject", "name": "off", "fault": {"kind": "bus_off"}}).encode()
+        request = urllib.request.Request(url.group(1) + "api/control", data=body, method="POST",
+                                         headers={"Authorization": f"Bearer {url.group(2)}"})
+        with urllib.request.urlopen(request, timeout=120) as r:
+            applied = json.load(r)["applied"][0]
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 3, err
+    said = f"bus-off injected ('off' at t = {applied['t_s']:.2f} s): the BMS left the bus"
+    assert said in err and said in out
+    report = json.loads((tmp_path / "serve.json").read_text())
+    assert report["stop_reason"].startswith(f"the bus failed: {said}") and "bus failure:" not in report["stop_reason"]

@@ -148,7 +148,11 @@ def _run(args) -> int:
                 live.start()
             report = node.run(args.duration, stop=stop, on_tick=live.every_tick if live is not None else None)
         except BusFailure as exc:
-            report, error, status = exc.report, f"the bus failed: {exc}", exit_status.BUS
+            target = live.target if live is not None else None  # a bus-off from the bench control
+            why = target.timeline.explain_bus_failure(str(exc)) if target is not None else str(exc)
+            report, error, status = exc.report, f"the bus failed: {why}", exit_status.BUS
+            if report is not None and report.stop_reason == f"bus failure: {exc}":
+                report.stop_reason = ""  # the same words as the error, said once
         except LogError as exc:  # the disk filled up under a log: the run ends, the report still says why
             report, error, status = None, f"a log could not be written: {exc}", exit_status.INCOMPLETE
     finally:
@@ -166,7 +170,7 @@ def _run(args) -> int:
         print(f"bms-emu serve: error: {memory_error}", file=sys.stderr)
         status = status or exit_status.INCOMPLETE
     if error is not None:
-        report.stop_reason = f"{error}; {report.stop_reason}"
+        report.stop_reason = f"{error}; {report.stop_reason}" if report.stop_reason else error
         print(f"bms-emu serve: {error}; logs flushed" + (f" ({', '.join(report.logs)})" if report.logs else ""),
               file=sys.stderr)
     complete = _settle(report, stop)
