@@ -343,3 +343,21 @@ def test_serve_live_bus_off_from_the_bench_control_is_named_as_the_end_of_the_ru
     assert said in err and said in out
     report = json.loads((tmp_path / "serve.json").read_text())
     assert report["stop_reason"].startswith(f"the bus failed: {said}") and "bus failure:" not in report["stop_reason"]
+
+
+def test_serve_live_starts_its_server_before_the_bms_powers_on(tmp_path):
+    """The live server's start (a process of its own: about a second) came after power-on, with the wall
+    clock already running: serve began with dozens of skipped ticks, the BMS silent on the bus for that
+    long. The server is now up (its banner printed) before power-on starts the clock."""
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "hil.cli", "serve", "--live", "--live-port", "0", "--rt-priority",
+                           "0", "--duration", "0.5", "-c", f"live-order-{os.getpid()}", "--json",
+                           str(tmp_path / "serve.json")], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    banner = next(k for k, line in enumerate(lines) if line.startswith("live view: http://127.0.0.1:"))
+    assert banner < next(k for k, line in enumerate(lines) if "powered on, running" in line), lines
+    assert json.loads((tmp_path / "serve.json").read_text())["stop_reason"] == "duration reached"

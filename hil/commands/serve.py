@@ -135,6 +135,10 @@ def _run(args) -> int:
                       "other processes use e.g. -i udp_multicast -c 239.74.163.2 (on a trusted host or in a "
                       "network namespace: it listens on every address) or -i socketcan -c vcan0", flush=True)
         try:
+            if live is not None:  # its server (a process of its own) is up before the clock runs, so its
+                live.attach(emulator, node=node, info={"scenario": "serve", "mode": clock.kind,  # start-up
+                                                       "pack": args.pack})  # costs no deadline
+                live.start()
             node.start()  # power-on: the BMS's first task, the estimator's initialisation
             if not args.quiet:
                 rt = getattr(clock, "rt_priority", None)
@@ -142,10 +146,6 @@ def _run(args) -> int:
                     print(f"bms-emu serve: {getattr(clock, 'rt_error', None) or f'loop thread SCHED_FIFO {rt}'}",
                           flush=True)
                 print("bms-emu serve: powered on, running", flush=True)
-            if live is not None:
-                live.attach(emulator, node=node, info={"scenario": "serve", "mode": clock.kind,
-                                                       "pack": args.pack})
-                live.start()
             report = node.run(args.duration, stop=stop, on_tick=live.every_tick if live is not None else None)
         except BusFailure as exc:
             target = live.target if live is not None else None  # a bus-off from the bench control
