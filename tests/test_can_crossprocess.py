@@ -382,3 +382,15 @@ def test_a_paced_diagnostic_scenario_on_udp_multicast_gets_its_answers(netns, tm
     assert any(m.startswith("uds:unlock:positive") for m in answered), summary["verdicts"]
     c = summary["can"]["counters"]
     assert c["diag_frames"] >= 3 and c["not_for_bms"] == 0 and c["own_frames"] > 0, c
+
+
+def test_a_bus_argument_the_backend_chokes_on_is_a_bus_that_could_not_be_opened(netns, tmp_path):
+    """udp_multicast's constructor raises struct.error for a non-integer hop_limit (--bus-kwargs): the bus
+    could not be opened (exit 3, the interface and the reason named), not a traceback with exit 1."""
+    pytest.importorskip("msgpack", reason="python-can's udp_multicast interface needs msgpack")
+    proc = _popen(netns, ["-m", "hil.cli", "serve", "-i", "udp_multicast", "-c", GROUP, "--bus-kwargs",
+                          "hop_limit=abc", "--duration", "1", "--log", str(tmp_path / "never.blf")])
+    out, err = _stop(proc, timeout=60)
+    assert proc.returncode == 3, out + err
+    assert "cannot open the CAN bus on interface 'udp_multicast'" in err and "Traceback" not in err, err
+    assert not (tmp_path / "never.blf").exists()

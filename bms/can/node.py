@@ -188,7 +188,7 @@ def open_bus(interface: str | None = None, channel=None, *, bitrate: int | None 
     try:
         return can.Bus(channel=channel, interface=interface, config_context=config_context,
                        ignore_config=ignore_config, **config)
-    except (can.CanError, OSError, ValueError, TypeError, ImportError, NotImplementedError) as exc:
+    except Exception as exc:  # whatever the backend raised (struct.error for a --bus-kwargs value of the wrong kind)
         where = f"interface {interface!r}" + (f", channel {channel!r}" if channel is not None else "")
         hint = ""
         if isinstance(exc, OSError) and exc.errno in (errno.EAFNOSUPPORT, errno.EPROTONOSUPPORT):
