@@ -361,3 +361,23 @@ def test_serve_live_starts_its_server_before_the_bms_powers_on(tmp_path):
     banner = next(k for k, line in enumerate(lines) if line.startswith("live view: http://127.0.0.1:"))
     assert banner < next(k for k, line in enumerate(lines) if "powered on, running" in line), lines
     assert json.loads((tmp_path / "serve.json").read_text())["stop_reason"] == "duration reached"
+
+
+@pytest.mark.parametrize("command", [["serve", "--duration", "1", "--rt-priority", "0"],
+                                     ["run", "--mode", "paced", "--max-sim-s", "1", "--no-plots"]])
+def test_a_live_port_in_use_is_a_clear_error_not_a_traceback(tmp_path, command):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "hil.cli", *command, "--live", "--live-port", str(port),
+                               "-c", f"live-port-{os.getpid()}"], capture_output=True, text=True, timeout=120,
+                              cwd=tmp_path)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert f"the live view's server did not start on 127.0.0.1:{port}" in done.stderr
+    assert "Address already in use" in done.stderr

@@ -78,7 +78,9 @@ class ServerProcess:
             reply = ("failed", f"the server process ended (exit status {self.proc.wait()})")
         if reply is None or reply[0] != "ready":
             self.stop()
-            raise RuntimeError(f"the live view's server did not start: {reply[1] if reply else 'no answer'}")
+            from bms.errors import BmsError
+            raise BmsError(f"the live view's server did not start on {self.host}:{self.requested_port}: "
+                           f"{reply[1] if reply else 'no answer'} (--live-host, --live-port; port 0 picks a free one)")
         _, self.port, self.bound = reply
         c.on_audit = self._audit_written
         t.sink, t.link = self.link.send, self.link
