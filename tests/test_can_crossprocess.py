@@ -94,6 +94,7 @@ def test_udp_multicast_across_processes_in_a_network_namespace(netns, tmp_path):
     try:
         first = emulator.stdout.readline()
         assert "bms-emu serve: BMS on" in first, first + emulator.stderr.read()
+        assert f"BMS on channel {GROUP} (UdpMulticastBus)" in first, first  # not python-can's "unknown"
         logger = _popen(netns, ["-m", "can.logger", *bus, "-f", str(logger_log)])
         assert "Connected to" in logger.stdout.readline()
         time.sleep(0.3)

@@ -123,7 +123,10 @@ def _run(args) -> int:
     try:
         if not args.quiet:
             duration = f"for {args.duration:g} s" if args.duration else "until Ctrl-C"
-            print(f"bms-emu serve: BMS on {node.bus.channel_info} ({type(node.bus).__name__}), "
+            where = node.bus.channel_info  # python-can's default is "unknown" (udp_multicast keeps it)
+            if where == "unknown" and bus_options(args).get("channel") is not None:
+                where = f"channel {bus_options(args)['channel']}"
+            print(f"bms-emu serve: BMS on {where} ({type(node.bus).__name__}), "
                   f"{clock.kind} clock, {args.pack}, tick {args.dt * 1000:g} ms, {duration}", flush=True)
             if diag is not None:
                 functional = f", functional 0x{diag.functional_id:X}" if diag.functional_id is not None else ""
