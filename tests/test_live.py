@@ -381,3 +381,52 @@ def test_a_live_port_in_use_is_a_clear_error_not_a_traceback(tmp_path, command):
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert f"the live view's server did not start on 127.0.0.1:{port}" in done.stderr
     assert "Address already in use" in done.stderr
+
+
+def test_serve_live_survives_requests_of_megabytes_and_deep_nesting(tmp_path):
+    """A refused request is audited with what it held, carried to the loop's process over the link. A 2 MB
+    request (with or without the token) made a packet larger than the link's reader takes: the loop read
+    it cut short and serve died in pickle.loads, with a traceback and no report. Arrays nested 100,000
+    deep were a 500. Now: 401 / 400 answers, serve runs on and writes its report."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    import urllib.error
+    import urllib.request
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "hil.cli", "serve", "--live", "--live-port", "0", "--rt-priority",
+                             "0", "-c", f"live-big-{os.getpid()}", "--json", str(tmp_path / "serve.json")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    try:
+        lines: list[str] = []
+        while not any("powered on" in line for line in lines):
+            line = proc.stdout.readline()
+            assert line, f"serve ended early: {proc.stderr.read()}"
+            lines.append(line)
+        url = next(re.search(r"(http://127\.0\.0\.1:\d+/)\?token=(\S+)", x) for x in lines if "live view" in x)
+        big = json.dumps({"action": "inject", "name": "x" * 2_000_000, "fault": {"kind": "coolant_loss"}}).encode()
+        deep = b'{"action": "inject", "fault": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+        answers = []
+        for body, token in ((big, None), (big, url.group(2)), (deep, url.group(2))):
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            request = urllib.request.Request(url.group(1) + "api/control", data=body, method="POST", headers=headers)
+            try:
+                urllib.request.urlopen(request, timeout=120)
+            except urllib.error.HTTPError as exc:
+                answers.append(exc.code)
+        with urllib.request.urlopen(url.group(1) + "api/state", timeout=120) as r:
+            assert r.status == 200   # the server and the loop behind it are still there
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert answers == [401, 400, 400]
+    assert proc.returncode == 0 and "Traceback" not in err, err
+    assert "SIGTERM" in json.loads((tmp_path / "serve.json").read_text())["stop_reason"]
+    summary = json.loads((tmp_path / "serve.json").read_text())
+    assert summary["complete"] is False and "Traceback" not in out

@@ -2,7 +2,8 @@
 
 Each message is one pickled object in one packet (message boundaries kept by the kernel, no framing). The
 loop's end never blocks: a packet that does not fit into the socket's buffer (a server that fell behind)
-is dropped and counted, never waited for.
+is dropped and counted, never waited for; one larger than MAX_PACKET_BYTES, which the other end could only
+read cut short, is dropped and counted too.
 """
 from __future__ import annotations
 
@@ -36,9 +37,12 @@ class Link:
         """Send one message; False (and counted) when the buffer is full or the other end is gone."""
         if self.closed:
             return False
+        packet = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+        if len(packet) > MAX_PACKET_BYTES:  # the other end would read it cut short: dropped, counted, never sent
+            self.dropped += 1
+            return False
         try:
-            self.sock.send(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL), 0 if self.blocking
-                           else socket.MSG_DONTWAIT)
+            self.sock.send(packet, 0 if self.blocking else socket.MSG_DONTWAIT)
             return True
         except (BlockingIOError, InterruptedError):
             self.dropped += 1

@@ -124,7 +124,7 @@ class ControlHandler(_Api):
         token = header[7:].strip() if header.startswith("Bearer ") else self.request.headers.get("X-Bench-Token")
         try:
             body = json.loads(self.request.body or b"null")
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: arrays nested thousands deep
             body = None
             error = f"the body is not JSON: {exc}"
         else:

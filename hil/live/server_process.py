@@ -35,9 +35,20 @@ if TYPE_CHECKING:
 __all__ = ["ServerProcess"]
 
 START_TIMEOUT_S = 120.0
+_AUDIT_TEXT_MAX = 2000
+
+
+def _bounded(value):
+    """An audit entry's value, what a client sent quoted at most _AUDIT_TEXT_MAX characters long: a request
+    of megabytes (a name, a body) is still one line of the audit log, in a packet the link can carry."""
+    if not isinstance(value, (str, dict, list)):
+        return value
+    text = value if isinstance(value, str) else repr(value)
+    return value if len(text) <= _AUDIT_TEXT_MAX else f"{text[:_AUDIT_TEXT_MAX]}... ({len(text)} characters)"
 
 
 # --- the loop's side ----------------------------------------------------------------------------------
+
 class ServerProcess:
     """Starts the server process and relays between it and the session (loop thread only)."""
 
@@ -189,7 +200,7 @@ class _MirrorControl:
 
     def write_audit(self, entry: dict) -> dict:
         entry = {"wall_time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),
-                 **entry}
+                 **{k: _bounded(v) for k, v in entry.items()}}
         self.link.send(("a", entry))   # the loop's process writes the log (and echoes it back)
         return entry
 
