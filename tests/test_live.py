@@ -11,7 +11,7 @@ from live_support import LiveRun, audit_lines
 
 from bms import Emulator
 from bms.can.codec import Codec
-from hil.live import BenchControl, ControlError, Ring, Telemetry
+from hil.live import BenchControl, ControlError, LiveSession, Ring, Telemetry
 from hil.live.can_control import frame_values, request_from_frame
 
 pytest.importorskip("bokeh", reason="the live view needs the live extra (bokeh)")
@@ -430,3 +430,30 @@ def test_serve_live_survives_requests_of_megabytes_and_deep_nesting(tmp_path):
     assert "SIGTERM" in json.loads((tmp_path / "serve.json").read_text())["stop_reason"]
     summary = json.loads((tmp_path / "serve.json").read_text())
     assert summary["complete"] is False and "Traceback" not in out
+
+
+def test_a_request_refused_just_before_the_end_is_in_the_audit_log(tmp_path):
+    """The server hands a refusal's audit entry to the loop, which writes it at its next recording tick. A
+    run that ended before that tick closed the log first: the line was lost (seen with SIGTERM right after a
+    refused request). The entry is in the link once the answer came; closing the session writes it."""
+    import os
+    import urllib.error
+    import urllib.request
+
+    from bms.can import CanNode
+
+    audit = tmp_path / "bench-audit.jsonl"
+    live = LiveSession(audit_path=audit, port=0)
+    node = CanNode(Emulator(seed=0), channel=f"live-close-{os.getpid()}")
+    try:
+        live.attach(node.emulator, node=node, info={"scenario": "serve"})
+        live.start()
+        request = urllib.request.Request(live.server.url + "api/control", data=b"{}", method="POST",
+                                         headers={"Authorization": "Bearer not-the-token"})
+        with pytest.raises(urllib.error.HTTPError) as answer:
+            urllib.request.urlopen(request, timeout=120)
+        assert answer.value.code == 403
+    finally:
+        live.close("stopped")   # no tick ran since the request
+        node.close()
+    assert [(e["result"], e["reason"]) for e in audit_lines(audit)] == [("refused", "wrong token")]

@@ -179,6 +179,8 @@ class LiveSession:
     def close(self, reason: str = "finished") -> None:
         if getattr(self, "_node", None) is not None:
             self._node.on_fault_control = None
+        if self.server is not None:  # what the server refused since the last tick: into the log before it closes
+            self.server.pump()
         self.control.close(reason)
         if self.server is not None:
             self.server.stop()
