@@ -3,6 +3,10 @@ a loaded machine runs the loop slower, and the bound stretches with it."""
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -105,6 +109,27 @@ class LiveRun:
                 return r.status, json.load(r)
         except urllib.error.HTTPError as exc:
             return exc.code, json.load(exc)
+
+
+def start_serve_live(folder: Path, *args: str, until: str = "bench control token"):
+    """``bms-emu serve --live`` in a process of its own (``args`` added), read until a line holding ``until``:
+    ``(process, lines, base_url, token)``. The caller stops the process (``kill`` in a ``finally``)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "hil.cli", "serve", "--live", "--live-port", "0", "--rt-priority",
+                             "0", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            cwd=folder)
+    lines: list[str] = []
+    try:
+        while not any(until in line for line in lines):
+            line = proc.stdout.readline()
+            assert line, f"serve ended early: {proc.stderr.read()}"
+            lines.append(line)
+    except BaseException:
+        proc.kill()
+        proc.communicate()
+        raise
+    url = next(re.search(r"(http://127\.0\.0\.1:\d+/)\?token=(\S+)", x) for x in lines if "live view" in x)
+    return proc, lines, url.group(1), url.group(2)
 
 
 def audit_lines(path: Path) -> list[dict]:

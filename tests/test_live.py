@@ -7,7 +7,7 @@ import threading
 import can
 import numpy as np
 import pytest
-from live_support import LiveRun, audit_lines
+from live_support import LiveRun, audit_lines, start_serve_live
 
 from bms import Emulator
 from bms.can.codec import Codec
@@ -261,8 +261,6 @@ def test_report_gets_an_offline_interactive_page_and_view_rewrites_it(tmp_path):
 
 # --- serve --live in a real process -----------------------------------------------------------------
 def test_serve_live_prints_its_token_binds_loopback_and_takes_an_injection(tmp_path):
-    import os
-    import re
     import signal
     import subprocess
     import sys
@@ -271,18 +269,8 @@ def test_serve_live_prints_its_token_binds_loopback_and_takes_an_injection(tmp_p
 
     assert subprocess.run([sys.executable, "-m", "hil.cli", "serve", "--live", "--live-host", "0.0.0.0"],
                           capture_output=True, text=True, timeout=120).returncode == 2
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "hil.cli", "serve", "--live", "--live-port", "0", "--rt-priority",
-                             "0", "--json", str(tmp_path / "serve.json")], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    proc, lines, base, token = start_serve_live(tmp_path, "--json", str(tmp_path / "serve.json"))
     try:
-        lines = []
-        while not any("bench control token" in line for line in lines):
-            line = proc.stdout.readline()
-            assert line, f"serve ended early: {proc.stderr.read()}"
-            lines.append(line)
-        url = next(re.search(r"(http://127\.0\.0\.1:\d+/)\?token=(\S+)", x) for x in lines if "live view" in x)
-        base, token = url.group(1), url.group(2)
         assert f"?token={token}" in "".join(lines)
         body = json.dumps({"action": "inject", "name": "ow3", "fault": {**OPEN_WIRE, "index": 3}}).encode()
         request = urllib.request.Request(base + "api/control", data=body, method="POST",
@@ -312,25 +300,14 @@ def test_serve_live_bus_off_from_the_bench_control_is_named_as_the_end_of_the_ru
     """bus_off from the bench control takes the BMS off the bus, which ends serve (exit 3): its report and
     error say that the injection did it, not that the adapter failed (once, not twice over)."""
     import os
-    import re
-    import subprocess
-    import sys
     import urllib.request
 
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "hil.cli", "serve", "--live", "--live-port", "0", "--rt-priority",
-                             "0", "-c", f"live-busoff-{os.getpid()}", "--json", str(tmp_path / "serve.json")],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    proc, _, base, token = start_serve_live(tmp_path, "-c", f"live-busoff-{os.getpid()}", "--json",
+                                            str(tmp_path / "serve.json"))
     try:
-        lines: list[str] = []
-        while not any("bench control token" in line for line in lines):
-            line = proc.stdout.readline()
-            assert line, f"serve ended early: {proc.stderr.read()}"
-            lines.append(line)
-        url = next(re.search(r"(http://127\.0\.0\.1:\d+/)\?token=(\S+)", x) for x in lines if "live view" in x)
         body = json.dumps({"action": "inject", "name": "off", "fault": {"kind": "bus_off"}}).encode()
-        request = urllib.request.Request(url.group(1) + "api/control", data=body, method="POST",
-                                         headers={"Authorization": f"Bearer {url.group(2)}"})
+        request = urllib.request.Request(base + "api/control", data=body, method="POST",
+                                         headers={"Authorization": f"Bearer {token}"})
         with urllib.request.urlopen(request, timeout=120) as r:
             applied = json.load(r)["applied"][0]
         out, err = proc.communicate(timeout=120)
@@ -389,35 +366,24 @@ def test_serve_live_survives_requests_of_megabytes_and_deep_nesting(tmp_path):
     it cut short and serve died in pickle.loads, with a traceback and no report. Arrays nested 100,000
     deep were a 500. Now: 401 / 400 answers, serve runs on and writes its report."""
     import os
-    import re
     import signal
-    import subprocess
-    import sys
     import urllib.error
     import urllib.request
 
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "hil.cli", "serve", "--live", "--live-port", "0", "--rt-priority",
-                             "0", "-c", f"live-big-{os.getpid()}", "--json", str(tmp_path / "serve.json")],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    proc, _, base, token = start_serve_live(tmp_path, "-c", f"live-big-{os.getpid()}", "--json",
+                                            str(tmp_path / "serve.json"), until="powered on")
     try:
-        lines: list[str] = []
-        while not any("powered on" in line for line in lines):
-            line = proc.stdout.readline()
-            assert line, f"serve ended early: {proc.stderr.read()}"
-            lines.append(line)
-        url = next(re.search(r"(http://127\.0\.0\.1:\d+/)\?token=(\S+)", x) for x in lines if "live view" in x)
         big = json.dumps({"action": "inject", "name": "x" * 2_000_000, "fault": {"kind": "coolant_loss"}}).encode()
         deep = b'{"action": "inject", "fault": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
         answers = []
-        for body, token in ((big, None), (big, url.group(2)), (deep, url.group(2))):
-            headers = {"Authorization": f"Bearer {token}"} if token else {}
-            request = urllib.request.Request(url.group(1) + "api/control", data=body, method="POST", headers=headers)
+        for body, bearer in ((big, None), (big, token), (deep, token)):
+            headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
+            request = urllib.request.Request(base + "api/control", data=body, method="POST", headers=headers)
             try:
                 urllib.request.urlopen(request, timeout=120)
             except urllib.error.HTTPError as exc:
                 answers.append(exc.code)
-        with urllib.request.urlopen(url.group(1) + "api/state", timeout=120) as r:
+        with urllib.request.urlopen(base + "api/state", timeout=120) as r:
             assert r.status == 200   # the server and the loop behind it are still there
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=120)
