@@ -28,7 +28,7 @@ from .published import ContactorWatch, published_values
 from .report import clear_reports, mark_incomplete, summarise, write_reports
 from .run_info import package_version, scenario_inputs
 from .scenario import SIGNALS, FaultAction, Scenario, ScenarioError, parse_condition
-from .scenario_checks import check_event_names
+from .scenario_checks import check_diagnostics, check_event_names
 from .stopping import describe_stop
 from .vcu import VcuModel, requested_current_A
 
@@ -292,6 +292,7 @@ def run_scenario(scenario: Scenario, *, out_dir: str | Path | None = None, mode:
             clear_reports(Path(out_dir))
     fw_run = FirmwareRun(firmware if firmware is not None else scenario.firmware, mode)
     check_event_names(scenario, builtin_bms=not fw_run.drives_bms)
+    check_diagnostics(scenario, builtin_bms=not fw_run.drives_bms)
     try:
         emulator = build_emulator(scenario, fw_run.bms_firmware())
         fw_run.attach(emulator)

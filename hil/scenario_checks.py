@@ -22,8 +22,10 @@ from .scenario import (
     cycle_path,
 )
 
-__all__ = ["check_scenario", "check_expectation_values", "check_event_names", "event_pattern_error", "TEMP_RANGE_C"]
+__all__ = ["check_scenario", "check_expectation_values", "check_event_names", "check_diagnostics",
+           "event_pattern_error", "TEMP_RANGE_C", "DIAGNOSTIC_FAULTS"]
 
+DIAGNOSTIC_FAULTS = ("isotp", "uds_pending")   # faults of the built-in BMS's UDS server and its ISO-TP link
 TEMP_RANGE_C = (-60.0, 120.0)   # what the emulator accepts for ambient and coolant (bms.emulator)
 CONTACTORS = ("main_positive", "main_negative", "precharge")
 SINGLE_CHANNELS = ("current", "pack_voltage", "link_voltage")
@@ -317,3 +319,20 @@ def check_event_names(scenario: Scenario, *, builtin_bms: bool) -> None:
             why = event_pattern_error(e.options.get(key, "start"), builtin_bms=builtin_bms)
             if why:
                 raise ScenarioError(scenario.source, e.line, f"expect[{n}].{key}", why)
+
+
+def check_diagnostics(scenario: Scenario, *, builtin_bms: bool) -> None:
+    """With a BMS firmware in the slot there is no UDS server (it is the built-in BMS's): ``[[diag]]`` requests,
+    ``isotp`` and ``uds_pending`` faults and ``dtc`` expectations would have nothing to act on or to read."""
+    if builtin_bms:
+        return
+    why = "needs the built-in BMS's UDS server; the BMS firmware in the slot has none"
+    for n, request in enumerate(scenario.diag):
+        raise ScenarioError(scenario.source, getattr(request, "line", None), f"diag[{n}]",
+                            f"a [[diag]] request ({request.request}) {why}")
+    for n, fault in enumerate(scenario.faults):
+        if fault.kind in DIAGNOSTIC_FAULTS:
+            raise ScenarioError(scenario.source, fault.line, f"fault[{n}]", f"a {fault.kind} fault {why}")
+    for n, e in enumerate(scenario.expectations):
+        if e.kind == "dtc":
+            raise ScenarioError(scenario.source, e.line, f"expect[{n}]", f"a dtc expectation {why}")

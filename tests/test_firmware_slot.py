@@ -568,3 +568,28 @@ def test_examples_are_short_and_documented():
     for name in ("bms.c", "vcu.c"):
         text = (ROOT / "examples" / "firmware" / name).read_text()
         assert text.count("\n") < 320 and "Build:" in text
+
+
+def test_diagnostics_with_a_bms_firmware_in_the_slot_are_refused_before_the_run(fw, tmp_path, capsys):
+    # an external BMS has no UDS server: [[diag]] requests, isotp and uds_pending faults and dtc expectations have
+    # nothing to act on; they are refused before the first tick (exit 2, the key named), not a traceback mid-run
+    signals = ('state = "EXB_Status.State"\ndischarge_limit_A = "EXB_Status.DischargeLimit"\n'
+               'charge_limit_A = "EXB_Status.ChargeLimit"\n')
+    table = f'[firmware]\nrole = "bms"\nkind = "library"\npath = "{fw["libbms"]}"\ndbc = "{EXAMPLE_DBC}"\n' \
+            f'[firmware.signals]\n{signals}'
+    (tmp_path / "my-bms.toml").write_text(table, encoding="utf-8")
+    code = cli(["run", "diagnostics", "--out", str(tmp_path / "out"), "--no-plots", "--firmware",
+                str(tmp_path / "my-bms.toml"), "-c", "fil-diag-refused"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "diagnostics.toml" in err and "diag[0]" in err and "UDS" in err and "Traceback" not in err
+    assert not (tmp_path / "out" / "summary.json").exists()
+    for fault, key in (('kind = "uds_pending"\nduration_s = 1.0', "fault[0]"),
+                       ('kind = "isotp"\nfault = "drop_cf"', "fault[0]")):
+        scenario = tmp_path / "bms-diag.toml"
+        scenario.write_text(f'[scenario]\nname = "bms-diag"\n{table}[[step]]\nkind = "rest"\nduration_s = 2.0\n'
+                            f'[[fault]]\n{fault}\nat_s = 1.0\n', encoding="utf-8")
+        code = cli(["run", str(scenario), "--out", str(tmp_path / "out2"), "--no-plots", "-c", "fil-diag-refused"])
+        err = capsys.readouterr().err
+        assert code == 2, err
+        assert f"bms-diag.toml:15: {key}" in err and "UDS" in err, err

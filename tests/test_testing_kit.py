@@ -466,3 +466,17 @@ margin = 0.01
     verdicts = {v.name: v for v in result.verdicts}
     assert verdicts["open"].passed, verdicts["open"].message
     assert verdicts["soc"].passed and "not checked from t = 1.00 s" in verdicts["soc"].message
+
+
+def test_a_bench_with_a_bms_firmware_refuses_diagnostic_faults_by_name(tmp_path):
+    """A BMS firmware in the slot has no UDS server: ``isotp`` and ``uds_pending`` (which ``bst.faults`` draws by
+    default) are refused when injected, saying why, not an AssertionError or a misleading ValueError mid-run."""
+    from hil.testing import Bench, BenchError
+    with Bench(firmware=_c_bms_spec(tmp_path), channel="kit-fw-diag") as bench:
+        bench.advance(0.5)
+        for kind, options in (("uds_pending", {"duration_s": 1.0}), ("isotp", {"fault": "drop_cf"})):
+            with pytest.raises(BenchError, match=f"inject {kind}: .*UDS server"):
+                bench.inject(kind, **options)
+        assert not bench.faults
+        bench.advance(0.5)
+        assert bench.state == "READY"

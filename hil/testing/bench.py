@@ -25,6 +25,7 @@ from hil.load import Demand, LoadProgram
 from hil.published import ContactorWatch
 from hil.runner import RECORD_PERIOD_S, _collect_events, _FaultTimeline, _Recorder, _snapshot, build_emulator
 from hil.scenario import FAULT_KINDS, FaultAction, Scenario, Step
+from hil.scenario_checks import DIAGNOSTIC_FAULTS
 from hil.vehicle import Vehicle, power_profile
 
 from .segments import CycleSlice, Rest, Segment
@@ -237,6 +238,9 @@ class Bench:
         if unknown:
             raise BenchError(f"inject {kind}: unknown option(s) {', '.join(sorted(unknown))}; expected "
                              f"{', '.join(allowed) or 'none'}")
+        if kind in DIAGNOSTIC_FAULTS and self.node.diag is None:
+            raise BenchError(f"inject {kind}: a diagnostic-layer fault needs the built-in BMS's UDS server; the BMS "
+                             "firmware in the slot has none (leave it out of the kinds drawn)")
         name = name or f"fault{len(self.faults)}:{kind}"
         if name in self.faults:
             raise BenchError(f"inject: a fault named {name!r} exists already")
