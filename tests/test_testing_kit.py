@@ -107,6 +107,21 @@ def test_options(bms_options, bms_preset, bms_seed, bms_bench):
     result.assert_outcomes(passed=1)
 
 
+@pytest.mark.parametrize("args, message", [
+    (("--bms-firmware", "nope.so"), "--bms-firmware: no such file nope.so"),
+    (("--bms-firmware", "nope.toml"), "--bms-firmware: nope.toml"),
+    (("--bms-preset", "assb60-192s3p"), "--bms-preset: preset: expected a TOML file or one of"),
+    (("--bms-seed", "-1"), "--bms-seed: expected an integer >= 0"),
+])
+def test_bad_options_are_usage_errors_before_any_test(pytester, args, message):
+    """A wrong option stops the session at once with pytest's usage error (exit 4) naming the option: not an
+    INTERNALERROR traceback, nor the same error again at the setup of every test."""
+    result = _run(pytester, "def test_x(bms_bench):\n    pass\ndef test_y(bms_bench):\n    pass\n", *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, result.stdout.str() + result.stderr.str()
+    assert message in result.stderr.str()
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+
+
 @pytest.fixture(scope="module")
 def buggy_vcu(tmp_path_factory):
     import subprocess

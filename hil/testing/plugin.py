@@ -15,6 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from bms.errors import BmsError
+from bms.params import load_pack
+
 from . import options as _options
 from .bench import Bench
 from .clock import SimClock
@@ -55,9 +58,20 @@ def pytest_configure(config):
                                        "or firmware instance open")
     opt = config.option
     firmware = None
+    # a bad option stops the session with a usage error naming it, not an INTERNALERROR or an error per test
     if getattr(opt, "bms_firmware", None):
-        firmware = _options.firmware_spec(opt.bms_firmware, opt.bms_firmware_role, opt.bms_firmware_kind,
-                                          opt.bms_firmware_config)
+        try:
+            firmware = _options.firmware_spec(opt.bms_firmware, opt.bms_firmware_role, opt.bms_firmware_kind,
+                                              opt.bms_firmware_config)
+        except BmsError as exc:
+            text = str(exc)
+            raise pytest.UsageError(text if text.startswith("--bms-firmware") else f"--bms-firmware: {text}") from None
+    if opt.bms_seed < 0:
+        raise pytest.UsageError(f"--bms-seed: expected an integer >= 0 (the random seed), found {opt.bms_seed}")
+    try:
+        load_pack(opt.bms_preset)
+    except BmsError as exc:
+        raise pytest.UsageError(f"--bms-preset: {exc}") from None
     log_dir = Path(opt.bms_log_dir) if opt.bms_log_dir else Path(config.rootpath) / ".bms-emu" / "test-logs"
     matrix = getattr(opt, "bms_matrix", None)
     if matrix:
