@@ -190,6 +190,40 @@ def test_strategies_refuse_bad_arguments_at_definition():
             bad()
 
 
+@pytest.mark.parametrize("bad, message", [
+    # what no example could satisfy: refused at definition, not a FailedHealthCheck or an error at draw time
+    (lambda: bst.drives(min_segments=3, max_total_s=0.2), "min_segments=3 segments of at least 0.1 s"),
+    (lambda: bst.drives(max_total_s=0.05), "max_total_s=0.05"),
+    (lambda: bst.segments(kinds=("cycle",), min_duration_s=2000.0, max_duration_s=3000.0), "no built-in cycle"),
+    (lambda: bst.faults(kinds=("internal_short",), n_cells=0), "n_cells=0"),
+    # what every example would then fail on: the bench's own ranges
+    (lambda: bst.initial_conditions(min_temp_C=-300.0), "min_temp_C=-300.0"),
+    (lambda: bst.initial_conditions(max_temp_C=150.0), "max_temp_C=150.0"),
+    (lambda: bst.cell_spreads(max_capacity_rel_sigma=2.0), "max_capacity_rel_sigma=2.0"),
+    # a string where a collection of names belongs
+    (lambda: bst.segments(kinds="rest"), "kinds='rest': expected a collection of names"),
+    (lambda: bst.faults(kinds="sensor"), "kinds='sensor': expected a collection of names"),
+    (lambda: bst.segments(cycles="udds"), "cycles='udds': expected a collection of names"),
+])
+def test_strategies_refuse_what_no_example_could_satisfy_at_definition(bad, message):
+    with pytest.raises(InvalidArgument, match=re.escape(message)):
+        bad()
+
+
+@settings(max_examples=40, deadline=None, database=None)
+@given(short=bst.segments(kinds=("cycle",), max_duration_s=0.5),
+       long=bst.segments(kinds=("cycle",), min_duration_s=700.0, max_duration_s=800.0))
+def test_cycle_slices_keep_the_duration_bounds(short, long):
+    """A slice is as long as asked (it was at least 1 s whatever max_duration_s said, and could be longer than
+    its cycle, which then ran shorter than the segment claimed)."""
+    from hil.cycles import load_cycle
+    assert 0.1 <= short.duration_s <= 0.5
+    assert 700.0 <= long.duration_s <= 800.0
+    for s in (short, long):
+        assert s.start_s + s.duration_s <= load_cycle(s.cycle).duration_s + 1e-9
+        assert s.speed_profile().time_s[-1] == pytest.approx(s.duration_s)
+
+
 @settings(max_examples=20, deadline=None)
 @given(frame=bst.frames("VCU_Command"), bad=bst.frames("VCU_Command", e2e="wrong_crc"))
 def test_drawn_frames_decode_in_range_and_their_crc_is_as_asked(frame, bad):

@@ -21,6 +21,7 @@ from hypothesis.errors import InvalidArgument
 
 from hil.cycles import builtin_cycles, load_cycle
 from hil.scenario import FAULT_KINDS, ISOTP_FAULTS, SENSOR_FAULTS
+from hil.scenario_checks import TEMP_RANGE_C
 
 from .segments import Charge, Current, CycleSlice, Power, Rest, Segment
 
@@ -28,6 +29,8 @@ __all__ = ["segments", "drives", "faults", "fault_timelines", "cell_spreads", "i
            "malformed_frames", "InitialConditions", "TimedFault", "SEGMENT_KINDS", "DEFAULT_FAULT_KINDS"]
 
 SEGMENT_KINDS = ("rest", "current", "power", "cycle", "charge")
+_DRIVE_KINDS = ("rest", "current", "power", "cycle")   # segments' default kinds
+_MAX_SPREAD_SIGMA = 0.5   # what a pack's [spread] takes (bms.params): above it cells of negative capacity are drawn
 # bus_off takes the BMS off the bus for good (the run stops): drawn only when asked for
 DEFAULT_FAULT_KINDS = tuple(k for k in FAULT_KINDS if k != "bus_off")
 SENSOR_KINDS = ("cell_voltage", "temperature", "current", "pack_voltage", "link_voltage", "contactor_feedback")
@@ -48,6 +51,13 @@ def _range(low_name: str, low, high_name: str, high) -> tuple[float, float]:
     if low > high:
         raise InvalidArgument(f"{low_name}={low!r} is greater than {high_name}={high!r}")
     return low, high
+
+
+def _names(name: str, value) -> tuple:
+    """A collection of names as a tuple; a lone string is refused (``tuple("rest")`` is four letters)."""
+    if isinstance(value, str):
+        raise InvalidArgument(f"{name}={value!r}: expected a collection of names, such as ({value!r},)")
+    return tuple(value)
 
 
 def _count(name: str, value) -> int:
@@ -74,14 +84,15 @@ def _durations(min_duration_s: float, max_duration_s: float):
 
 
 # --- drives -----------------------------------------------------------------------------------------------
-def segments(*, kinds=("rest", "current", "power", "cycle"), min_duration_s: float = 0.1,
+def segments(*, kinds=_DRIVE_KINDS, min_duration_s: float = 0.1,
              max_duration_s: float = 30.0, min_current_A: float = -200.0, max_current_A: float = 400.0,
              min_power_W: float = -80_000.0, max_power_W: float = 200_000.0, cycles=None,
              max_charge_duration_s: float = 30.0):
     """One drive segment (``hil.testing.Rest``, ``Current``, ``Power``, ``CycleSlice`` or ``Charge``), of the
     ``kinds`` asked for, in the order given (hypothesis shrinks toward the first: rest). Currents and powers are > 0
-    discharging; a slice of a built-in cycle (``cycles``: names, default all) starts on a whole second."""
-    kinds = tuple(kinds)
+    discharging; a slice of a built-in cycle (``cycles``: names, default all; those long enough for
+    ``min_duration_s``) starts on a whole second and lasts at least 1 s (shorter where ``max_duration_s`` < 1 s)."""
+    kinds = _names("kinds", kinds)
     if not kinds or any(k not in SEGMENT_KINDS for k in kinds):
         raise InvalidArgument(f"kinds={kinds!r}: expected a non-empty selection of {SEGMENT_KINDS}")
     dmin, dmax = _range("min_duration_s", min_duration_s, "max_duration_s", max_duration_s)
@@ -89,35 +100,44 @@ def segments(*, kinds=("rest", "current", "power", "cycle"), min_duration_s: flo
         raise InvalidArgument(f"min_duration_s={min_duration_s!r}: expected >= 0")
     imin, imax = _range("min_current_A", min_current_A, "max_current_A", max_current_A)
     pmin, pmax = _range("min_power_W", min_power_W, "max_power_W", max_power_W)
-    names = tuple(builtin_cycles()) if cycles is None else tuple(cycles)
+    names = tuple(builtin_cycles()) if cycles is None else _names("cycles", cycles)
     known = builtin_cycles()
     for name in names:
         if name not in known:
             raise InvalidArgument(f"cycles: unknown cycle {name!r}; built-in: {', '.join(known)}")
     charge_max = _number("max_charge_duration_s", max_charge_duration_s, positive=True, allow_zero=False)
     duration = _durations(dmin, dmax)
-    options = {
-        "rest": duration.map(Rest),
-        "current": st.builds(Current, _towards(imin, imax, 0.0, step=1.0), duration),
-        "power": st.builds(Power, _towards(pmin, pmax, 0.0, step=100.0), duration),
-        "cycle": _cycle_slices(names, dmin, dmax) if names else None,
-        "charge": st.builds(Charge, _towards(0.2, 1.0, 0.8, step=0.01), _towards(1.0, 240.0, 60.0, step=1.0),
-                            _durations(0.1, charge_max)),
+    options = {   # what each kind asked for draws (only those: a kind not asked for is not checked)
+        "rest": lambda: duration.map(Rest),
+        "current": lambda: st.builds(Current, _towards(imin, imax, 0.0, step=1.0), duration),
+        "power": lambda: st.builds(Power, _towards(pmin, pmax, 0.0, step=100.0), duration),
+        "cycle": lambda: _cycle_slices(names, dmin, dmax) if names else None,
+        "charge": lambda: st.builds(Charge, _towards(0.2, 1.0, 0.8, step=0.01), _towards(1.0, 240.0, 60.0, step=1.0),
+                                    _durations(0.1, charge_max)),
     }
-    chosen = [options[k] for k in kinds if options[k] is not None]
+    chosen = [s for s in (options[k]() for k in kinds) if s is not None]
     if not chosen:
         raise InvalidArgument("cycles=() leaves no segment kind to draw")
     return st.one_of(*chosen)
 
 
+def _shortest_slice_s(dmin: float, dmax: float) -> float:
+    return max(dmin, 1.0) if dmax >= 1.0 else dmin
+
+
 def _cycle_slices(names: tuple[str, ...], dmin: float, dmax: float):
     lengths = {name: int(load_cycle(name).duration_s) for name in names}
+    shortest = _shortest_slice_s(dmin, dmax)
+    long_enough = tuple(n for n in names if lengths[n] - 1 >= shortest - 1e-9)   # a slice ends 1 s before the end
+    if not long_enough:
+        raise InvalidArgument(f"min_duration_s={dmin!r}: no built-in cycle of {names} is long enough for a slice of "
+                              f"{shortest:g} s ({', '.join(f'{n} {lengths[n]} s' for n in names)})")
 
     @st.composite
     def slice_of(draw) -> CycleSlice:
-        name = draw(st.sampled_from(names))
+        name = draw(st.sampled_from(long_enough))
         length = lengths[name]
-        duration = draw(_durations(max(dmin, 1.0), max(min(dmax, length - 1), max(dmin, 1.0))))
+        duration = draw(_durations(shortest, min(dmax, length - 1)))
         start = draw(st.integers(0, max(0, int(length - duration))))
         return CycleSlice(name, float(start), duration)
     return slice_of()
@@ -133,7 +153,19 @@ def drives(*, min_segments: int = 1, max_segments: int = 5, max_total_s: float |
     drawn = st.lists(segments(**segment_options), min_size=lo, max_size=hi)
     if total is None:
         return drawn
+    shortest = _shortest_segment_s(**segment_options)
+    if max(lo, 1) * shortest > total + 1e-9:   # no drive (or only the empty one) would pass the filter
+        what = f"min_segments={lo} segments" if lo > 1 else "one segment"
+        raise InvalidArgument(f"max_total_s={max_total_s!r} is shorter than {what} of at least {shortest:g} s")
     return drawn.filter(lambda segs: sum(_length(s) for s in segs) <= total + 1e-9)
+
+
+def _shortest_segment_s(*, kinds=_DRIVE_KINDS, min_duration_s: float = 0.1, max_duration_s: float = 30.0,
+                        **_other) -> float:
+    """The shortest segment ``segments`` with these arguments draws (a charge counts with its time limit)."""
+    base = max(1, math.ceil(min_duration_s * 10 - 1e-9)) / 10
+    return min(0.1 if k == "charge" else max(base, _shortest_slice_s(min_duration_s, max_duration_s))
+               if k == "cycle" else base for k in kinds)
 
 
 def _length(segment: Segment) -> float:
@@ -156,13 +188,15 @@ def faults(*, kinds=DEFAULT_FAULT_KINDS, n_series: int = 192, n_temperature_sens
     """One fault (kind and options, as ``Bench.inject`` takes them) of the ``kinds`` given, shrinking toward the
     first kind listed; indices within a pack of ``n_series`` groups and ``n_temperature_sensors`` sensors
     (``n_cells``: default 2 × n_series)."""
-    kinds = tuple(kinds)
+    kinds = _names("kinds", kinds)
     if not kinds or any(k not in FAULT_KINDS for k in kinds):
         raise InvalidArgument(f"kinds={kinds!r}: expected a non-empty selection of {tuple(FAULT_KINDS)}")
     ns, nt = _count("n_series", n_series), _count("n_temperature_sensors", n_temperature_sensors)
     if ns < 1 or nt < 1:
         raise InvalidArgument("n_series and n_temperature_sensors must be >= 1")
     nc = 2 * ns if n_cells is None else _count("n_cells", n_cells)
+    if nc < 1:
+        raise InvalidArgument(f"n_cells={n_cells!r}: expected an integer >= 1")
     index_of = {"cell_voltage": st.integers(0, ns - 1), "temperature": st.integers(0, nt - 1),
                 "current": st.just(0), "pack_voltage": st.just(0), "link_voltage": st.just(0),
                 "contactor_feedback": st.sampled_from(range(3))}
@@ -236,6 +270,11 @@ def cell_spreads(*, max_capacity_rel_sigma: float = 0.05, max_resistance_rel_sig
     cap = _number("max_capacity_rel_sigma", max_capacity_rel_sigma, positive=True)
     res = _number("max_resistance_rel_sigma", max_resistance_rel_sigma, positive=True)
     soc = _number("max_initial_soc_sigma", max_initial_soc_sigma, positive=True)
+    for name, value in (("max_capacity_rel_sigma", cap), ("max_resistance_rel_sigma", res),
+                        ("max_initial_soc_sigma", soc)):
+        if value > _MAX_SPREAD_SIGMA:
+            raise InvalidArgument(f"{name}={value!r}: a pack's spread takes at most {_MAX_SPREAD_SIGMA} (a relative "
+                                  "1-sigma spread; above it cells of negative capacity are drawn)")
     drawn = st.fixed_dictionaries({"capacity_rel_sigma": _towards(0.0, cap, 0.0, step=0.001),
                                    "resistance_rel_sigma": _towards(0.0, res, 0.0, step=0.001),
                                    "initial_soc_sigma": _towards(0.0, soc, 0.0, step=0.0005)})
@@ -260,6 +299,10 @@ def initial_conditions(*, min_soc: float = 0.1, max_soc: float = 0.95, min_temp_
     if smin < 0 or smax > 1:
         raise InvalidArgument(f"min_soc={smin}, max_soc={smax}: SOC is 0 … 1")
     tmin, tmax = _range("min_temp_C", min_temp_C, "max_temp_C", max_temp_C)
+    low, high = TEMP_RANGE_C
+    for name, value in (("min_temp_C", tmin), ("max_temp_C", tmax)):
+        if not low < value < high:
+            raise InvalidArgument(f"{name}={value!r}: the emulator takes temperatures in ({low:g}, {high:g}) degC")
     return st.builds(InitialConditions, _towards(smin, smax, 0.5, step=0.01), _towards(tmin, tmax, 25.0, step=0.5))
 
 
