@@ -593,3 +593,25 @@ def test_diagnostics_with_a_bms_firmware_in_the_slot_are_refused_before_the_run(
         err = capsys.readouterr().err
         assert code == 2, err
         assert f"bms-diag.toml:15: {key}" in err and "UDS" in err, err
+
+
+@pytest.mark.parametrize("name", ["bms.c", "vcu.c"])
+def test_the_build_commands_the_examples_document_build_them(tmp_path, name):
+    """The ``Build:`` lines at the top of each example, run as written (INCLUDE: the header's folder, the process
+    side beside the source as ``bms-emu firmware process-c`` writes it): a copy-paste build links."""
+    import re
+    import shlex
+    import shutil
+    cc = compiler()
+    source = ROOT / "examples" / "firmware" / name
+    shutil.copy(source, tmp_path / name)
+    shutil.copy(ROOT / "bms" / "fil" / "c" / "bms_fil_process.c", tmp_path / "bms_fil_process.c")
+    include = str(ROOT / "bms" / "fil" / "include")
+    head = source.read_text().split("*/", 1)[0]
+    commands = re.findall(r"^ \*(?: Build:)?\s+(cc .+?)\s+\(kind", head, flags=re.M)
+    assert len(commands) == 2, head
+    for command in commands:
+        argv = [include if a == "INCLUDE" else a for a in shlex.split(command)]
+        argv[0] = cc
+        done = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True)
+        assert done.returncode == 0, f"{command}:\n{done.stderr}"

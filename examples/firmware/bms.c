@@ -13,8 +13,8 @@
  * Configuration string (the scenario's [firmware] config): "ov_V=4.30 uv_V=2.60 ot_C=60 debounce_ms=100
  *   charge_min_C=0 capacity_Ah=120 ...".
  *
- * Build: cc -O2 -shared -fPIC -I INCLUDE bms.c -o libbms.so               (kind = "library")
- *        cc -O2 -I INCLUDE bms.c bms_fil_process.c -o bms                 (kind = "process")
+ * Build: cc -O2 -shared -fPIC -I INCLUDE bms.c -o libbms.so -lm           (kind = "library")
+ *        cc -O2 -I INCLUDE bms.c bms_fil_process.c -o bms -lm             (kind = "process")
  */
 #include "bms_fil.h"
 
