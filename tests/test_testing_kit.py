@@ -58,6 +58,25 @@ def test_fails(bms_bench):
     assert len(logs) == 1 and logs[0].stat().st_size > 0 and str(logs[0].name) in out
 
 
+def test_failure_report_of_a_property_shows_the_failing_bench(pytester):
+    """A property that fails in ``check`` (the pool's bench, not a fixture's): the report shows that bench as it was
+    when the property failed, as it does for the fixtures' benches, and the counterexample scenario."""
+    result = _run(pytester, '''
+from hil.testing import Current, check
+def test_passes():
+    check([Current(50.0, 0.3)])
+def test_fails():
+    check([Current(100.0, 0.5)], properties={"current_within_limits": {"tolerance_A": -1000.0, "grace_s": 0.0}})
+''', "--bms-log-dir", "logs")
+    result.assert_outcomes(passed=1, failed=1)
+    out = result.stdout.str()
+    section = out[out.index("bms-emu ----"):]
+    for text in ("t = 1.500 s simulated, BMS state READY, firmware built-in", "contactors: main_positive closed",
+                 "active faults: none", "faults injected: none", "counterexample scenario:"):
+        assert text in section, text
+    assert out.count("t = 1.500 s simulated, BMS state") == 1   # the failing test's report only
+
+
 def test_a_leaking_test_fails_at_teardown(pytester):
     result = _run(pytester, '''
 import can, threading, pytest

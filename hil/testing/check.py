@@ -13,7 +13,8 @@ from .bench import Bench
 from .pool import ready_bench
 from .segments import Rest, Segment
 
-__all__ = ["PropertyFailed", "check", "DEFAULT_PROPERTIES", "expectations", "record_export", "take_exports"]
+__all__ = ["PropertyFailed", "check", "DEFAULT_PROPERTIES", "expectations", "record_export", "take_exports",
+           "take_failed_bench"]
 
 # property -> its options (hil.properties): the safety properties a BMS and a VCU must keep
 DEFAULT_PROPERTIES = {
@@ -25,10 +26,19 @@ DEFAULT_PROPERTIES = {
 }
 
 _exports: list = []
+_failed_bench: list[str] = []   # the last failing bench's description (simulated time, state, faults, frames)
 
 
 def record_export(path) -> None:
     _exports.append(path)
+
+
+def take_failed_bench() -> str | None:
+    """What the last failing ``check`` or ``BmsMachine`` bench looked like when it failed (``Bench.describe``), since
+    the last call: the pytest plugin's failure report shows it (the bench itself is reset by the next example)."""
+    out = _failed_bench[-1] if _failed_bench else None
+    _failed_bench.clear()
+    return out
 
 
 def take_exports() -> list:
@@ -53,6 +63,7 @@ def expectations(properties: dict | None = None) -> list[Expectation]:
 def fail(bench: Bench, verdicts, exps, *, export: bool = True) -> PropertyFailed:
     """The failure of ``verdicts`` on ``bench``: the case exported as a scenario (its path in the message)."""
     path = None
+    _failed_bench[:] = [bench.describe()]   # hypothesis replays the shrunk case last: its bench is the one kept
     if export:
         path = bench.export(_options.current().counterexample_dir.resolve(), exps, name="counterexample")
         record_export(path)

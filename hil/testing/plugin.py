@@ -28,6 +28,7 @@ from .tester import Tester
 _BENCHES = pytest.StashKey[list]()
 _REPORTS = pytest.StashKey[dict]()
 _EXPORTS = pytest.StashKey[list]()
+_FAILED_BENCH = pytest.StashKey[str]()
 
 
 _register_profiles()  # before pytest's hypothesis plugin reads --hypothesis-profile
@@ -187,13 +188,18 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     item.stash.setdefault(_REPORTS, {})[report.when] = report
-    from .check import take_exports
+    from .check import take_exports, take_failed_bench
     from .export import remove_superseded
     exports = item.stash.setdefault(_EXPORTS, [])
     exports[:] = remove_superseded([*exports, *take_exports()])  # the shrunk case, not every example on the way
+    described = take_failed_bench()   # the bench of a failing check() or BmsMachine (the pool's, not the test's)
+    if described is not None:
+        item.stash[_FAILED_BENCH] = described
     if not report.failed:
         return
     sections = [bench.describe() for bench in item.stash.get(_BENCHES, [])]
+    if _FAILED_BENCH in item.stash:
+        sections.append(item.stash[_FAILED_BENCH])
     for path in item.stash.get(_EXPORTS, []):
         sections.append(f"counterexample scenario: {path}\n  replay: bms-emu run {path} --mode lockstep")
     if sections:
@@ -201,8 +207,9 @@ def pytest_runtest_makereport(item, call):
 
 
 def pytest_runtest_setup(item):
-    from .check import take_exports
+    from .check import take_exports, take_failed_bench
     take_exports()  # a counterexample belongs to the test that wrote it
+    take_failed_bench()
 
 
 def pytest_collection_modifyitems(items):
