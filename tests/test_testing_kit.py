@@ -548,3 +548,27 @@ def test_a_bench_with_a_bms_firmware_refuses_diagnostic_faults_by_name(tmp_path)
         assert not bench.faults
         bench.advance(0.5)
         assert bench.state == "READY"
+
+
+def test_the_tester_sends_values_as_given_where_the_bits_hold_them():
+    """``tester.send("VCU_Command", StateRequest=7)``: 7 is no request (a bad value the BMS must count), and it went
+    out saturated to 4, SHUTDOWN, a valid request of another meaning. Now it goes out as given (as a scenario's
+    [[frame]] does), and a value its bits cannot hold is refused naming the signal."""
+    from hil.testing import Bench, BenchError, Tester
+    with Bench(vcu="none", channel="kit-tester-raw") as bench:
+        tester = Tester(bench)
+        try:
+            codec = tester.codec["VCU_Command"]
+            data = tester.encode("VCU_Command", {"StateRequest": 7, "ContactorRequest": 0})
+            assert codec.decode(data)["StateRequest"] != 4
+            spec = codec.signals["StateRequest"]
+            assert (int.from_bytes(data, "little") >> spec.shift) & ((1 << spec.length) - 1) == 7
+            assert codec.crc_ok(data)                          # the CRC over the bytes as sent
+            before = bench.node.counters["bad_values"]
+            tester.send("VCU_Command", StateRequest=7, ContactorRequest=0)
+            bench.advance(0.05)
+            assert bench.node.counters["bad_values"] == before + 1
+            with pytest.raises(BenchError, match="VCU_Command.StateRequest: 99 does not fit the signal's 4 bits"):
+                tester.send("VCU_Command", StateRequest=99)
+        finally:
+            tester.close()

@@ -89,18 +89,37 @@ class Tester:
     # --- sending -----------------------------------------------------------------------------------------
     def encode(self, message: str, signals: dict | None = None) -> bytes:
         """The payload of ``message`` with ``signals`` (missing ones 0); an E2E message gets the next alive
-        counter and its CRC unless ``signals`` gives them."""
+        counter and its CRC unless ``signals`` gives them. A value outside the DBC's range goes out as given where
+        the signal's bits hold it (a bad value the receiver must refuse, as a scenario's ``[[frame]]``); one they
+        cannot hold raises ``BenchError``."""
+        from hil.frames import _is_float, _put_raw, field_overflow
         codec = self.codec[message]
         values = dict(signals or {})
         unknown = set(values) - {s.name for s in codec.dbc_message.signals}
         if unknown:
             raise BenchError(f"{message}: no signal(s) {', '.join(sorted(unknown))} in {self.codec.path}; it has "
                              f"{', '.join(s.name for s in codec.dbc_message.signals)}")
+        numbers = {k: v for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+                   and math.isfinite(v) and not _is_float(codec, k)}
+        for name, value in numbers.items():
+            why = field_overflow(codec, name, value)
+            if why is not None:
+                raise BenchError(f"{message}.{name}: {why}")
         if codec.e2e is not None and codec.e2e.counter_signal not in values:
             counter = self._counters.get(message, 0)
             self._counters[message] = (counter + 1) % (1 << codec.e2e.counter_bits)
             values[codec.e2e.counter_signal] = counter
-        return codec.encode(values)
+        data = codec.encode(values)   # saturated into the DBC's ranges: the values as given go in below
+        outside = {k: v for k, v in numbers.items()
+                   if not codec.signals[k].minimum - 1e-9 <= v <= codec.signals[k].maximum + 1e-9}
+        if not outside:
+            return data
+        raw = bytearray(data)
+        for name, value in outside.items():
+            _put_raw(codec.signals[name], raw, value)
+        if codec.e2e is not None:   # the CRC over the bytes as sent
+            return codec.protect(bytes(raw), values[codec.e2e.counter_signal])
+        return bytes(raw)
 
     def send(self, message: str, signals: dict | None = None, **kw_signals) -> Frame:
         """Send ``message`` now (at the bench's simulated time); signals by name, as a dict or keywords."""
