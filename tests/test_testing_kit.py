@@ -572,3 +572,18 @@ def test_the_tester_sends_values_as_given_where_the_bits_hold_them():
                 tester.send("VCU_Command", StateRequest=99)
         finally:
             tester.close()
+
+
+@settings(max_examples=10, deadline=None, database=None)
+@given(frame=bst.frames("VCU_Command", signals={"StateRequest": 7}))
+def test_a_fixed_signal_outside_the_dbc_range_is_drawn_as_given(frame):
+    from bms.can import Codec
+    codec = Codec()["VCU_Command"]
+    spec = codec.signals["StateRequest"]
+    assert (int.from_bytes(bytes(frame.data), "little") >> spec.shift) & ((1 << spec.length) - 1) == 7
+    assert codec.crc_ok(frame.data)
+
+
+def test_a_fixed_signal_its_bits_cannot_hold_is_refused_at_definition():
+    with pytest.raises(InvalidArgument, match=r"signals\['StateRequest'\]=99: 99 does not fit the signal's 4 bits"):
+        bst.frames("VCU_Command", signals={"StateRequest": 99})

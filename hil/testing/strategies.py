@@ -314,9 +314,11 @@ def frames(message: str, *, dbc=None, e2e: str = "valid", signals=None):
     """``can.Message`` frames of DBC ``message`` (default DBC: the emulator's) with every signal within its DBC
     range (enumerations from their value tables). For an E2E message (alive counter and CRC) ``e2e`` says what
     they are: ``valid``, ``wrong_counter`` (a counter that jumps; the frame's CRC is right), ``wrong_crc``, or
-    ``any``. ``signals``: a dict of strategies (or values) for some signals, the rest drawn."""
+    ``any``. ``signals``: a dict of strategies (or values) for some signals, the rest drawn; a value outside the
+    DBC's range is sent as given where the signal's bits hold it (a value they cannot hold: ``InvalidArgument``)."""
     from bms.can import Codec
     from bms.can.node import Frame
+    from hil.frames import _is_float, _put_raw, field_overflow
     if e2e not in _E2E_MODES:
         raise InvalidArgument(f"e2e={e2e!r}: expected one of {_E2E_MODES}")
     codec = Codec(path=dbc) if dbc is not None else Codec()
@@ -340,6 +342,10 @@ def frames(message: str, *, dbc=None, e2e: str = "valid", signals=None):
             per_signal[sig.name] = st.sampled_from(mc.pages)
         elif sig.name in fixed:
             value = fixed[sig.name]
+            if not isinstance(value, st.SearchStrategy) and not _is_float(mc, sig.name):
+                why = field_overflow(mc, sig.name, value) if isinstance(value, (int, float)) else "expected a number"
+                if why is not None:
+                    raise InvalidArgument(f"signals[{sig.name!r}]={value!r}: {why}")
             per_signal[sig.name] = value if isinstance(value, st.SearchStrategy) else st.just(value)
         else:
             per_signal[sig.name] = _signal_values(sig)
@@ -355,7 +361,13 @@ def frames(message: str, *, dbc=None, e2e: str = "valid", signals=None):
         mode = draw(st.sampled_from(_E2E_MODES[:3])) if e2e == "any" else e2e
         if mc.e2e is not None:
             values[mc.e2e.counter_signal] = draw(st.integers(0, (1 << counter_bits) - 1))
-        data = bytearray(mc.encode(values))
+        data = bytearray(mc.encode(values))   # saturated into the DBC's ranges: a fixed value outside goes in below
+        outside = [k for k in fixed if k in values and not _is_float(mc, k) and field_overflow(mc, k, values[k]) is None
+                   and not mc.signals[k].minimum - 1e-9 <= values[k] <= mc.signals[k].maximum + 1e-9]
+        for name in outside:
+            _put_raw(mc.signals[name], data, values[name])
+        if outside and mc.e2e is not None:   # the CRC over the bytes as sent
+            data = bytearray(mc.protect(bytes(data), values[mc.e2e.counter_signal]))
         if mc.e2e is not None and mode == "wrong_crc":
             data[mc.e2e.crc_byte] ^= draw(st.integers(1, 255))
         return Frame.build(mc.frame_id, data, is_extended_id=mc.is_extended_id, is_fd=mc.is_fd)
