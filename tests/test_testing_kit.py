@@ -587,3 +587,29 @@ def test_a_fixed_signal_outside_the_dbc_range_is_drawn_as_given(frame):
 def test_a_fixed_signal_its_bits_cannot_hold_is_refused_at_definition():
     with pytest.raises(InvalidArgument, match=r"signals\['StateRequest'\]=99: 99 does not fit the signal's 4 bits"):
         bst.frames("VCU_Command", signals={"StateRequest": 99})
+
+
+def test_a_counterexample_of_a_process_firmware_given_by_a_relative_path_replays_from_anywhere(tmp_path,
+                                                                                              monkeypatch):
+    """``--bms-firmware build/vcu`` (a program, relative to the folder pytest runs in): the exported scenario named
+    it as given, so ``bms-emu run`` found it only from that same folder (a scenario's paths are beside it)."""
+    import subprocess
+
+    from bms.fil import header_path
+    from hil.scenario import load_scenario
+    from hil.testing import Bench, Power, firmware_spec
+    include = Path(str(header_path())).parent
+    (tmp_path / "build").mkdir()
+    subprocess.run([compiler(), "-O2", "-I", str(include), str(SOURCES["vcu"]),
+                    str(include.parent / "c" / "bms_fil_process.c"), "-o", str(tmp_path / "build" / "vcu"), "-lm"],
+                   check=True)
+    monkeypatch.chdir(tmp_path)
+    with Bench(firmware=firmware_spec("build/vcu", role="vcu"), channel="kit-export-process") as bench:
+        bench.run(Power(10_000.0, 0.5))
+        path = bench.export(tmp_path / "logs" / "counterexamples")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    spec = load_scenario(path).firmware
+    assert spec is not None and spec.kind == "process"
+    assert Path(spec.path.split(" ")[0]) == tmp_path / "build" / "vcu"

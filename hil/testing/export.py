@@ -24,6 +24,10 @@ def _firmware_table(spec) -> dict:
         value = getattr(spec, key)
         if value:
             table[key] = str(Path(value).resolve()) if key in ("path", "dbc") and spec.kind != "process" else value
+    if spec.kind == "process":   # a command line: a program named relative to this folder, made absolute (the
+        program, _, rest = spec.path.partition(" ")   # scenario's paths are beside it, wherever it is replayed)
+        if not Path(program).is_absolute() and Path(program).is_file():
+            table["path"] = f"{Path(program).resolve()} {rest}".strip()
     table["timeout_s"] = float(spec.timeout_s)
     if spec.mapping:
         table["mapping"] = dict(spec.mapping)
