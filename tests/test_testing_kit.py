@@ -77,6 +77,26 @@ def test_fails():
     assert out.count("t = 1.500 s simulated, BMS state") == 1   # the failing test's report only
 
 
+def test_failure_report_of_a_machine_subclass_invariant_shows_its_bench(pytester):
+    """A ``BmsMachine`` subclass's own invariant fails: the report shows the machine's bench (it showed nothing)."""
+    result = _run(pytester, '''
+from hypothesis import settings
+from hypothesis.stateful import invariant
+from hil.testing import BmsMachine
+class Mine(BmsMachine):
+    @invariant()
+    def never_settled(self):
+        assert self.bench is None or self.bench.t_s < 0.5
+Mine.TestCase.settings = settings(max_examples=2, stateful_step_count=2, derandomize=True, database=None,
+                                  deadline=None)
+TestMine = Mine.TestCase
+''')
+    result.assert_outcomes(failed=1)
+    out = result.stdout.str()
+    section = out[out.index("bms-emu ----"):]
+    assert "t = 1.000 s simulated, BMS state READY" in section and "faults injected:" in section, out
+
+
 def test_a_leaking_test_fails_at_teardown(pytester):
     result = _run(pytester, '''
 import can, threading, pytest

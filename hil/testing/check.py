@@ -14,7 +14,7 @@ from .pool import ready_bench
 from .segments import Rest, Segment
 
 __all__ = ["PropertyFailed", "check", "DEFAULT_PROPERTIES", "expectations", "record_export", "take_exports",
-           "take_failed_bench"]
+           "keep_failed_bench", "take_failed_bench"]
 
 # property -> its options (hil.properties): the safety properties a BMS and a VCU must keep
 DEFAULT_PROPERTIES = {
@@ -31,6 +31,11 @@ _failed_bench: list[str] = []   # the last failing bench's description (simulate
 
 def record_export(path) -> None:
     _exports.append(path)
+
+
+def keep_failed_bench(bench: Bench) -> None:
+    """Keep ``bench``'s description for the failure report (``take_failed_bench``)."""
+    _failed_bench[:] = [bench.describe()]
 
 
 def take_failed_bench() -> str | None:
@@ -63,7 +68,7 @@ def expectations(properties: dict | None = None) -> list[Expectation]:
 def fail(bench: Bench, verdicts, exps, *, export: bool = True) -> PropertyFailed:
     """The failure of ``verdicts`` on ``bench``: the case exported as a scenario (its path in the message)."""
     path = None
-    _failed_bench[:] = [bench.describe()]   # hypothesis replays the shrunk case last: its bench is the one kept
+    keep_failed_bench(bench)   # hypothesis replays the shrunk case last: its bench is the one kept
     if export:
         path = bench.export(_options.current().counterexample_dir.resolve(), exps, name="counterexample")
         record_export(path)

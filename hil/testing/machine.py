@@ -25,7 +25,7 @@ from ..frames import FrameInjection, injected_frame
 from . import options as _options
 from . import strategies as bst
 from .bench import Bench
-from .check import DEFAULT_PROPERTIES, expectations, fail, take_exports
+from .check import DEFAULT_PROPERTIES, expectations, fail, keep_failed_bench, take_exports
 from .pool import ready_bench
 
 __all__ = ["BmsMachine", "take_exports"]
@@ -127,6 +127,10 @@ class BmsMachine(RuleBasedStateMachine):
             raise exc
 
     def teardown(self):
+        if self.bench is not None:
+            # the failure report shows the bench of the last example (hypothesis runs the shrunk failing one last),
+            # whatever failed in it: a kit property, a subclass's own invariant or rule
+            keep_failed_bench(self.bench)
         if self.bench is not None and not self._pooled:
             self.bench.close()   # a pooled bench stays open for the next example's reset
 
