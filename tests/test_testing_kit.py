@@ -633,3 +633,23 @@ def test_a_counterexample_of_a_process_firmware_given_by_a_relative_path_replays
     spec = load_scenario(path).firmware
     assert spec is not None and spec.kind == "process"
     assert Path(spec.path.split(" ")[0]) == tmp_path / "build" / "vcu"
+
+
+def test_firmware_options_given_with_a_firmware_file_are_applied_or_refused(tmp_path):
+    """``--bms-firmware my-bms.toml --bms-firmware-config ... --bms-firmware-kind process``: the config and the
+    kind were ignored without a word; now the config replaces the file's, a role or kind other than the file's is
+    refused (as ``bms-emu run --firmware FILE.toml`` does)."""
+    from bms.errors import BmsError
+    from hil.testing import firmware_spec
+    _c_bms_spec(tmp_path)
+    (tmp_path / "my-bms.toml").write_text(
+        f'[firmware]\nrole = "bms"\nkind = "library"\npath = "libbms.so"\nconfig = "ov_V=4.30"\n'
+        f'dbc = "{EXAMPLE_DBC}"\n', encoding="utf-8")
+    path = str(tmp_path / "my-bms.toml")
+    assert firmware_spec(path).config == "ov_V=4.30"
+    assert firmware_spec(path, config="ov_V=4.10").config == "ov_V=4.10"
+    assert firmware_spec(path, role="bms", kind="library").kind == "library"
+    with pytest.raises(BmsError, match="--bms-firmware-kind process: .*my-bms.toml says library"):
+        firmware_spec(path, kind="process")
+    with pytest.raises(BmsError, match="--bms-firmware-role vcu: .*my-bms.toml says bms"):
+        firmware_spec(path, role="vcu")

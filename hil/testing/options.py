@@ -43,14 +43,22 @@ def configure(options: KitOptions) -> None:
     _current = options
 
 
-def firmware_spec(path: str, role: str = "vcu", kind: str | None = None, config: str = "") -> FirmwareSpec:
+def firmware_spec(path: str, role: str | None = None, kind: str | None = None,
+                  config: str | None = None) -> FirmwareSpec:
     """A firmware from the command line: the ``[firmware]`` table of a TOML file, alone or in a scenario (every
     key, for a BMS firmware's DBC and signals), or a library (``.so``/``.dylib``/``.dll``), an FMU (``.fmu``)
-    or a program to run."""
+    or a program to run (``role`` default ``vcu``). A ``config`` replaces a TOML file's; a ``role`` or ``kind``
+    other than the file's is refused (as ``bms-emu run --firmware FILE.toml`` does)."""
     p = Path(path)
     if p.suffix == ".toml":
         from hil.scenario import load_firmware
-        return load_firmware(p)
+        spec = load_firmware(p)
+        for flag, given, own in (("--bms-firmware-role", role, spec.role), ("--bms-firmware-kind", kind, spec.kind)):
+            if given is not None and given != own:
+                raise BmsError(f"{flag} {given}: {path} says {own}")
+        return spec if config is None else replace(spec, config=config)
+    role = role or "vcu"
+    config = config or ""
     if kind is None:
         kind = "library" if p.suffix in (".so", ".dylib", ".dll") else "fmu" if p.suffix == ".fmu" else "process"
     if kind not in KINDS:

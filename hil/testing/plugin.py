@@ -39,11 +39,12 @@ def pytest_addoption(parser):
     group.addoption("--bms-firmware", default=None, metavar="PATH",
                     help="firmware under test: a library (.so), an FMU (.fmu), a program, or a scenario TOML whose "
                          "[firmware] table says everything (default: the built-in BMS and VCU model)")
-    group.addoption("--bms-firmware-role", default="vcu", choices=("vcu", "bms"),
-                    help="the slot the firmware takes (default: vcu)")
+    group.addoption("--bms-firmware-role", default=None, choices=("vcu", "bms"),
+                    help="the slot the firmware takes (default: a TOML file's, else vcu)")
     group.addoption("--bms-firmware-kind", default=None, choices=("library", "process", "fmu"),
                     help="how the firmware is run (default: from the file name)")
-    group.addoption("--bms-firmware-config", default="", metavar="TEXT", help="the string its create() gets")
+    group.addoption("--bms-firmware-config", default=None, metavar="TEXT",
+                    help="the string its create() gets (replaces a TOML file's config)")
     group.addoption("--bms-preset", default="assb60-192s2p", metavar="NAME", help="the pack preset (or pack TOML)")
     group.addoption("--bms-seed", default=0, type=int, metavar="N", help="the benches' random seed (default 0)")
     group.addoption("--bms-log-dir", default=None, metavar="DIR",
