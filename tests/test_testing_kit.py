@@ -653,3 +653,16 @@ def test_firmware_options_given_with_a_firmware_file_are_applied_or_refused(tmp_
         firmware_spec(path, kind="process")
     with pytest.raises(BmsError, match="--bms-firmware-role vcu: .*my-bms.toml says bms"):
         firmware_spec(path, role="vcu")
+
+
+def test_a_counterexample_another_test_reported_is_not_removed_as_superseded(tmp_path):
+    """Cases are files named by their content: a test's intermediate (shrinking) case can be the very file an
+    earlier test reported as its shrunk case; removing it left that report naming a file that was gone."""
+    from hil.testing.export import remove_superseded
+    first_a, shared, second_final = (tmp_path / f"{n}.toml" for n in ("first-a", "shared", "second-final"))
+    for path in (first_a, shared, second_final):
+        path.write_text("[scenario]\n", encoding="utf-8")
+    assert remove_superseded([first_a, shared]) == [shared]          # test 1 reports the shared file
+    assert not first_a.exists() and shared.exists()
+    assert remove_superseded([shared, second_final]) == [second_final]  # test 2 met it on the way
+    assert shared.exists() and second_final.exists()

@@ -117,20 +117,22 @@ def write_scenario(bench, folder: Path, expectations=(), *, name: str | None = N
 
 # a written scenario's path -> the cycle files beside it (the pytest plugin removes a test's superseded cases)
 companions: dict[Path, list[Path]] = {}
+reported: set[Path] = set()   # the cases tests reported (with their cycle files): never removed as another's
 
 
 def remove_superseded(paths: list[Path]) -> list[Path]:
     """Of the cases one test wrote (hypothesis's failing examples while it shrinks, in order), keep the last (the
     shrunk case it replays last) and remove the others' files that it does not share; returns what is kept."""
-    if len(paths) < 2:
-        return list(paths)
+    if not paths:
+        return []
     final = paths[-1]
     keep = {final, *companions.get(final, [])}
+    reported.update(keep)
     for path in paths[:-1]:
-        if path == final:   # the shrunk case was also met on the way (same content, same file)
+        if path == final or path in reported:   # the shrunk case met on the way, or another test's reported one
             continue
         for file in (path, *companions.pop(path, [])):
-            if file not in keep:
+            if file not in keep and file not in reported:
                 file.unlink(missing_ok=True)
     return [final]
 
