@@ -7,7 +7,13 @@ from __future__ import annotations
 import sys
 import time
 
-__all__ = ["ProgressBar", "StatusLines"]
+__all__ = ["ProgressBar", "StatusLines", "sim_time"]
+
+
+def sim_time(t_s: float) -> str:
+    """Simulated seconds as a report line shows them: whole seconds from 100 s on, to the 10 ms tick below (a
+    counterexample of 1.3 s read "1 s of 1 s")."""
+    return f"{t_s:.0f}" if abs(t_s) >= 100.0 else (f"{t_s:.2f}".rstrip("0").rstrip(".") or "0")
 
 
 class ProgressBar:
@@ -48,7 +54,7 @@ class StatusLines:
     def start(self, total_s: float) -> None:
         self.total_s = float(total_s)
         self._start = self._last = time.monotonic()
-        self._print(f"simulating {self.total_s:.0f} s")
+        self._print(f"simulating {sim_time(self.total_s)} s")
 
     def update(self, t_s: float) -> None:
         now = time.monotonic()
@@ -60,7 +66,7 @@ class StatusLines:
         wall = now - self._start
         share = f" ({100.0 * t_s / self.total_s:.0f} %)" if self.total_s > 0 else ""
         rate = f", {t_s / wall:.0f}x real time" if wall > 0 else ""
-        return f"t = {t_s:.0f} s of {self.total_s:.0f} s{share}, {wall:.0f} s wall{rate}"
+        return f"t = {sim_time(t_s)} s of {sim_time(self.total_s)} s{share}, {wall:.0f} s wall{rate}"
 
     def close(self, t_s: float | None = None) -> None:
         if t_s is not None:

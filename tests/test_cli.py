@@ -111,3 +111,20 @@ def test_bad_cycle_files_name_file_and_line(tmp_path, text, message):
     path.write_text(text)
     with pytest.raises(CycleError, match=message):
         load_cycle(path)
+
+
+def test_a_short_run_reports_its_simulated_time_to_the_tick(tmp_path, capsys):
+    """A counterexample of 1.3 s read "simulating 1 s", "t = 1 s of 1 s", "1 s simulated": to the tick below 100 s."""
+    path = tmp_path / "short.toml"
+    path.write_text('[scenario]\nname = "short"\n[[step]]\nkind = "rest"\nduration_s = 1.3\n')
+    assert main(["run", str(path), "--out", str(tmp_path / "o"), "--mode", "headless", "--no-plots",
+                 "--no-progress"]) == 0
+    assert "short: 1.3 s simulated in" in capsys.readouterr().out
+    from hil.progress import StatusLines, sim_time
+    assert (sim_time(1.3), sim_time(2.0), sim_time(0.0), sim_time(5400.4)) == ("1.3", "2", "0", "5400")
+    import io
+    out = io.StringIO()
+    lines = StatusLines(0.0, stream=out)
+    lines.start(1.3)
+    lines.close(1.3)
+    assert "simulating 1.3 s" in out.getvalue() and "t = 1.3 s of 1.3 s" in out.getvalue()

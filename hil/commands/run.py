@@ -146,6 +146,7 @@ def _firmware_spec(args, scenario):
 
 
 def _print_result(result) -> None:
+    from ..progress import sim_time
     s = result.summary
     for v in result.verdicts:
         where = f" (t = {v.t_s:.3f} s)" if (v.t_s is not None and not v.passed) else ""
@@ -161,7 +162,7 @@ def _print_result(result) -> None:
             print(f"firmware ({slot}): {fw['name']} {fw['version']} ({fw['kind']}: {fw['path']})")
     rate = f"{s['realtime_factor']:.0f}x real time, " if s["realtime_factor"] else ""
     soc = f"SOC {s['soc_start']:.3f} -> {s['soc_end']:.3f}; " if s["soc_start"] is not None else ""
-    print(f"{s['scenario']}: {s['simulated_s']:.0f} s simulated in {s['wall_s']:.1f} s ({rate}{s['mode']}); {soc}"
+    print(f"{s['scenario']}: {sim_time(s['simulated_s'])} s simulated in {s['wall_s']:.1f} s ({rate}{s['mode']}); {soc}"
           + (f"{consumption:.1f} kWh/100 km; " if consumption else "")
           + f"{s['expectations']['failed']} of {s['expectations']['total']} expectations failed"
           + ("" if s["complete"] else "; not passed: the run is incomplete"))
