@@ -422,7 +422,9 @@ def run_scenario(scenario: Scenario, *, out_dir: str | Path | None = None, mode:
             raise
         firmware_failure = fw_run.failure(exc)
         cause = "firmware" if firmware_failure is not None else "bus"
-        stop_reason = f"{faults.explain_bus_failure(str(exc)) if cause == 'bus' else exc} (at t = {tick * dt:.2f} s)"
+        timed = firmware_failure is not None and firmware_failure["t_s"] is not None   # its message says when
+        stop_reason = str(exc) if timed else \
+            f"{faults.explain_bus_failure(str(exc)) if cause == 'bus' else exc} (at t = {tick * dt:.2f} s)"
     except BaseException:
         _close_quietly(can)
         fw_run.close()

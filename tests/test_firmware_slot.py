@@ -477,6 +477,7 @@ def test_a_failing_firmware_stops_the_run_with_its_name_time_and_cause(fw, tmp_p
     assert not s["complete"] and not s["passed"]
     assert "firmware misbehave" in s["stop_reason"] and error in s["stop_reason"], s["stop_reason"]
     assert "at t = 1.500 s" in s["stop_reason"], s["stop_reason"]
+    assert s["stop_reason"].count("at t = ") == 1, s["stop_reason"]   # once, not again as "(at t = 1.50 s)"
     assert s["firmware_failure"]["firmware"] == "misbehave" and s["firmware_failure"]["t_s"] == pytest.approx(1.5,
                                                                                                              abs=0.02)
     saved = json.loads((tmp_path / "out" / "summary.json").read_text())
