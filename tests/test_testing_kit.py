@@ -666,3 +666,31 @@ def test_a_counterexample_another_test_reported_is_not_removed_as_superseded(tmp
     assert not first_a.exists() and shared.exists()
     assert remove_superseded([shared, second_final]) == [second_final]  # test 2 met it on the way
     assert shared.exists() and second_final.exists()
+
+
+def test_fault_indices_follow_the_session_pack(monkeypatch):
+    """``--bms-preset assb60-96s4p``: faults were drawn for 192 groups and 384 = 2 × 192 cells whatever the pack, so
+    a drawn open wire on channel 150 stopped the example with an InputError that was no finding."""
+    from hypothesis import find
+    from hypothesis.errors import NoSuchExample
+
+    from hil.testing import options
+    monkeypatch.setattr(options, "_current", options.KitOptions(preset="assb60-96s4p"))
+    drawn = bst.faults(kinds=("sensor", "internal_short"))
+    with pytest.raises(NoSuchExample):
+        find(drawn, lambda f: f[1].get("sensor") == "cell_voltage" and f[1]["index"] >= 96,
+             settings=settings(database=None, max_examples=1000))
+
+    @settings(max_examples=100, deadline=None, database=None)
+    @given(fault=drawn)
+    def inside(fault):
+        kind, o = fault
+        if kind == "internal_short":
+            assert 0 <= o["cell"] < 96 * 4
+        elif o["sensor"] == "cell_voltage":
+            assert 0 <= o["index"] < 96
+        elif o["sensor"] == "temperature":
+            assert 0 <= o["index"] < 24
+    inside()
+    assert find(bst.faults(kinds=("sensor",), n_series=10, n_temperature_sensors=2),
+                lambda f: f[1]["sensor"] == "cell_voltage" and f[1]["index"] >= 9)[1]["index"] == 9

@@ -183,20 +183,35 @@ class TimedFault:
     clear_at_s: float | None = None
 
 
-def faults(*, kinds=DEFAULT_FAULT_KINDS, n_series: int = 192, n_temperature_sensors: int = 24,
+def faults(*, kinds=DEFAULT_FAULT_KINDS, n_series: int | None = None, n_temperature_sensors: int | None = None,
            n_cells: int | None = None):
     """One fault (kind and options, as ``Bench.inject`` takes them) of the ``kinds`` given, shrinking toward the
-    first kind listed; indices within a pack of ``n_series`` groups and ``n_temperature_sensors`` sensors
-    (``n_cells``: default 2 × n_series)."""
+    first kind listed; indices within a pack of ``n_series`` groups, ``n_temperature_sensors`` sensors and
+    ``n_cells`` cells (default: the session's pack, ``--bms-preset``, read when the first fault is drawn; with
+    ``n_series`` given, ``n_cells`` defaults to 2 × n_series)."""
     kinds = _names("kinds", kinds)
     if not kinds or any(k not in FAULT_KINDS for k in kinds):
         raise InvalidArgument(f"kinds={kinds!r}: expected a non-empty selection of {tuple(FAULT_KINDS)}")
-    ns, nt = _count("n_series", n_series), _count("n_temperature_sensors", n_temperature_sensors)
-    if ns < 1 or nt < 1:
-        raise InvalidArgument("n_series and n_temperature_sensors must be >= 1")
-    nc = 2 * ns if n_cells is None else _count("n_cells", n_cells)
-    if nc < 1:
-        raise InvalidArgument(f"n_cells={n_cells!r}: expected an integer >= 1")
+    for name, value in (("n_series", n_series), ("n_temperature_sensors", n_temperature_sensors),
+                        ("n_cells", n_cells)):
+        if value is not None and _count(name, value) < 1:
+            raise InvalidArgument(f"{name}={value!r}: expected an integer >= 1")
+    if n_series is not None and n_temperature_sensors is not None:
+        return _faults(kinds, n_series, n_temperature_sensors, 2 * n_series if n_cells is None else n_cells)
+
+    def of_the_session_pack():
+        from bms.params import load_pack
+
+        from .options import current
+        pack = load_pack(current().preset)
+        ns = pack.n_series if n_series is None else n_series
+        nc = n_cells if n_cells is not None else 2 * ns if n_series is not None else pack.n_series * pack.n_parallel
+        return _faults(kinds, ns, pack.n_temperature_sensors if n_temperature_sensors is None else
+                       n_temperature_sensors, nc)
+    return st.deferred(of_the_session_pack)
+
+
+def _faults(kinds: tuple, ns: int, nt: int, nc: int):
     index_of = {"cell_voltage": st.integers(0, ns - 1), "temperature": st.integers(0, nt - 1),
                 "current": st.just(0), "pack_voltage": st.just(0), "link_voltage": st.just(0),
                 "contactor_feedback": st.sampled_from(range(3))}
