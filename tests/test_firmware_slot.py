@@ -616,3 +616,20 @@ def test_the_build_commands_the_examples_document_build_them(tmp_path, name):
         argv[0] = cc
         done = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True)
         assert done.returncode == 0, f"{command}:\n{done.stderr}"
+
+
+@pytest.mark.parametrize("what, cause", [("error", "step returned 1: sensor table corrupt"),
+                                         ("nan", "step returned 1: outputs[0] (load_current_A) = nan")])
+def test_a_library_served_in_a_process_of_its_own_reports_its_error_once(fw, what, cause):
+    """A library with globals runs under ``bms.fil.serve_library``: its failure read "step returned 1: FirmwareError:
+    firmware misbehave at t = 0.000 s: step returned 1: sensor table corrupt" (the firmware and time twice)."""
+    from bms.fil.contract import vcu_layout as layout
+    firmware = ProcessFirmware.for_library(fw["libmisbehave"], "vcu", config=f"{what}_at_ms=0")
+    firmware.open(layout(), 10_000_000)
+    try:
+        with pytest.raises(FirmwareError) as caught:
+            firmware.step(0, 10_000_000, np.zeros(layout().n_inputs), np.zeros(layout().n_outputs))
+    finally:
+        firmware.close()
+    assert str(caught.value).startswith(f"firmware misbehave at t = 0.000 s: {cause}"), str(caught.value)
+    assert str(caught.value).count("firmware misbehave") == 1, str(caught.value)

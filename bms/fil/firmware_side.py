@@ -13,13 +13,14 @@ from __future__ import annotations
 import ctypes
 import mmap
 import os
+import re
 import sys
 from typing import Any
 
 import numpy as np
 
 from .contract import ABI_VERSION, Role, SlotLayout
-from .slot import BmsActuators
+from .slot import BmsActuators, FirmwareError
 
 __all__ = ["serve", "Shm", "FrameStruct"]
 
@@ -153,8 +154,14 @@ def serve(factory, *, fds: tuple[int, ...] | None = None) -> int:
                     firmware.close()
                 firmware = None
         except Exception as exc:  # noqa: BLE001 - every failure is the host's to report, with its message
-            shm.error = f"{type(exc).__name__}: {exc}".encode()[:511]
             code = 1
+            if isinstance(exc, FirmwareError):   # a served library's own failure: the host names firmware and time
+                returned = re.match(r"\w+ returned (\d+): (.*)", exc.cause, flags=re.S)
+                code, text = (min(max(int(returned.group(1)), 1), 255), returned.group(2)) if returned \
+                    else (1, exc.cause)
+            else:
+                text = f"{type(exc).__name__}: {exc}"
+            shm.error = text.encode()[:511]
         shm.reply_sequence = shm.sequence
         os.write(reply_fd, bytes((code,)))
         if command == CMD_QUIT:
