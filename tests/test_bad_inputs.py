@@ -494,6 +494,18 @@ def test_a_bad_argument_exits_2_as_documented(capsys, argv, expected):
     assert error.startswith(f"bms-emu {argv[0]}: error: ") and expected in error and error.count("\n") == 1, error
 
 
+@pytest.mark.parametrize("where, expected", [("file/r.json", "is a file, not a folder"), ("", "is a folder")])
+def test_serve_refuses_a_json_report_it_could_not_write_before_it_runs(tmp_path, capsys, where, expected):
+    """A --json that cannot be written was found only when the session ended (its report lost after hours on the
+    bench): now before power-on, exit 2, nothing run."""
+    (tmp_path / "file").write_text("")
+    assert main(["serve", "--lockstep", "--duration", "1", "--json", str(tmp_path / where)]) == 2
+    captured = capsys.readouterr()
+    assert expected in captured.err and "powered on" not in captured.out
+    assert main(["serve", "--lockstep", "--duration", "0.05", "-q", "--json", str(tmp_path / "new" / "r.json")]) == 0
+    assert json.loads((tmp_path / "new" / "r.json").read_text())["complete"] is True
+
+
 @pytest.mark.parametrize("parse", ["sweep", "matrix map"])
 def test_a_file_nested_too_deeply_is_refused_by_every_toml_parser(parse):
     """Every TOML input goes through one parser: a nesting too deep for tomllib's recursion is a clear error

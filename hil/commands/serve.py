@@ -100,6 +100,8 @@ def _run(args) -> int:
     if not -60 < args.temp < 120:
         raise SystemExit(f"bms-emu serve: error: --temp: expected a temperature in (-60, 120) degC, found "
                          f"{args.temp:g}")
+    if args.json:
+        _check_writable(args.json)
     stop = getattr(args, "stop", None) or threading.Event()
     emulator = Emulator(args.pack, seed=args.seed, initial_soc=args.soc, temp_C=args.temp, dt_s=args.dt)
     clock = VirtualClock() if args.lockstep else WallClock(spin_s=max(args.spin_ms, 0.0) / 1000.0,
@@ -194,6 +196,26 @@ def _run(args) -> int:
             print(f"bms-emu serve: error: {args.json}: cannot write the run report: {exc}", file=sys.stderr)
             status = status or exit_status.INCOMPLETE
     return status
+
+
+def _check_writable(path_text: str) -> None:
+    """``--json``'s folder made and a file written there at the start: a bench session of hours must not find
+    out only at its end that its report cannot be written (exit 2 now, nothing run)."""
+    import os
+    from pathlib import Path
+    path = Path(path_text)
+    probe = path.with_name(f".{path.name}.{os.getpid()}.probe")
+    try:
+        if path.is_dir():
+            raise IsADirectoryError(f"{path} is a folder")
+        if path.parent.exists() and not path.parent.is_dir():
+            raise NotADirectoryError(f"{path.parent} is a file, not a folder")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise SystemExit(f"bms-emu serve: error: --json {path_text}: the run report cannot be written there: "
+                         f"{exc.strerror or exc}") from None
 
 
 def _live_session(args, node):
