@@ -77,7 +77,7 @@ class _FaultTimeline:
         self.emulator, self.vcu, self.can = emulator, vcu, can
         self.injections: dict[str, float] = {}
         self.cooling_factor = 1.0
-        self.bus_off: tuple[str, float] | None = None  # (name, t_s) of an injected bus-off, which ends the run
+        self.bus_off: tuple[str, float] | None = None  # (name, t_s) of a bus-off for good, which ends the run
         for fault in scenario.faults:
             if fault.kind in CAN_FAULTS and can is None:
                 raise ScenarioError(scenario.source, fault.line, f"{fault.name}",
@@ -98,6 +98,8 @@ class _FaultTimeline:
                 self.injections[fault.name] = t_s
                 if fault.clear_at_s is not None:
                     self.active.append((fault.clear_at_s, fault))
+                elif fault.kind == "bus_off" and "recovery_s" in fault.options:
+                    self.active.append((t_s + fault.options["recovery_s"], fault))
         for clear_s, fault in list(self.active):
             if t_s >= clear_s - 1e-9:
                 self.active.remove((clear_s, fault))
@@ -128,6 +130,8 @@ class _FaultTimeline:
             self.cooling_factor = o.get("cooling_factor", 0.0) if on else 1.0
         elif fault.kind == "vcu_silence":
             self.vcu.silent = on
+        elif fault.kind == "bus_off" and (fault.clear_at_s is not None or "recovery_s" in o):
+            self.can.node.off_bus = on   # bus-off with recovery: deaf and silent, then back; the run goes on
         elif fault.kind in CAN_FAULTS:
             if fault.kind == "bus_off" and on:
                 self.bus_off = (fault.name, t_s)

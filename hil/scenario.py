@@ -50,7 +50,7 @@ FAULT_KINDS: dict[str, TableSpec] = {
     "coolant_loss": {"cooling_factor": float},
     "vcu_silence": {},
     "can_corrupt": {"what": str},            # the VCU's frames: "counter" or "crc" fails the BMS's checks
-    "bus_off": {},
+    "bus_off": {"recovery_s": float},       # off the bus this long, then back; without: the bus is gone
     "isotp": {"fault": str, "index": int, "delay_s": float, "side": str},
     "uds_pending": {"duration_s": float, "interval_s": float, "service": int},
 }
@@ -344,6 +344,9 @@ def parse_scenario(text: str, source: str) -> Scenario:
                                       or not 0 <= options.get("service", 0) <= 0xFF):
             raise ScenarioError(source, loc.line("fault", None, n), f"fault[{n}]",
                                 "duration_s and interval_s must be > 0, service a service ID 0..0xFF")
+        if kind == "bus_off" and not 0 < options.get("recovery_s", 1.0) < math.inf:
+            raise ScenarioError(source, loc.line("fault", "recovery_s", n), f"fault[{n}].recovery_s",
+                                f"expected a time > 0 s, found {options['recovery_s']}")
         if kind == "sensor" and options["fault"] in ("stuck", "drift", "offset") and "value" not in options:
             raise ScenarioError(source, loc.line("fault", None, n), f"fault[{n}].value",
                                 f"missing (required for a {options['fault']} fault)")

@@ -180,6 +180,8 @@ SCENARIOS = [
      [f"scen.toml:{END + 2}:", "fault[0].what", "did you mean 'crc'"]),
     ("fault kind misspelt", BASE + "[[fault]]\nkind = 'bus_of'\nat_s = 0.5\n", {},
      ["fault[0].kind", "did you mean 'bus_off'"]),
+    ("bus-off recovery of no time", BASE + "[[fault]]\nkind = 'bus_off'\nrecovery_s = 0.0\nat_s = 0.5\n", {},
+     [f"scen.toml:{END + 2}:", "fault[0].recovery_s", "a time > 0 s"]),
     ("fault after the last step", BASE + SENSOR + "at_s = 5.0\n", {},
      [f"scen.toml:{END + 5}:", "fault[0].at_s", "after the end of the steps (t = 1 s)", "never be injected"]),
     ("two faults of one name", BASE + SENSOR + "name = 'f'\nat_s = 0.5\n" + SENSOR + "name = 'f'\nat_s = 0.6\n",

@@ -130,3 +130,42 @@ at_s = 1.0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert not result.passed and summary["incomplete_cause"] == "bus"
     assert summary["stop_reason"].startswith("bus-off injected ('controller off' at t = 1.00 s)"), summary
+
+
+def test_a_bus_off_with_recovery_silences_the_bms_and_the_run_goes_on(tmp_path):
+    """bus_off with recovery_s: the BMS's controller is off the bus that long (it sends nothing and hears
+    nothing: the VCU's commands are lost, so the BMS faults on VCU_TIMEOUT), then rejoins; the run completes and
+    its expectations are judged. In the bus log the BMS's frames stop at the injection and start again at the
+    recovery."""
+    import os
+
+    import can
+    text = """
+[scenario]
+name = "bus-off-recovery"
+initial_soc = 0.6
+[[step]]
+kind = "current"
+current_A = 40.0
+duration_s = 6.0
+[[fault]]
+name = "off"
+kind = "bus_off"
+at_s = 2.0
+recovery_s = 1.5
+[[expect]]
+kind = "event"
+event = "fault:VCU_TIMEOUT:ERROR"
+"""
+    log = tmp_path / "bus.blf"
+    result = run_scenario(parse_scenario(text, "r.toml"), out_dir=tmp_path, mode="lockstep", plots=False,
+                          can_options={"channel": f"busoff-rec-{os.getpid()}", "log": [str(log)]})
+    assert result.passed and result.summary["complete"], result.summary["stop_reason"]
+    counters = result.summary["can"]["counters"]
+    assert counters["tx_bus_off"] > 0 and counters["rx_bus_off"] > 0
+    with can.BLFReader(str(log)) as reader:
+        sent = sorted(m.timestamp for m in reader if not m.is_rx)
+    gap = [t for t in sent if 2.05 < t < 3.45]   # simulated time; faults act on 100 ms boundaries
+    assert not gap, f"the BMS sent while off the bus: {gap[:3]}"
+    assert any(1.9 <= t < 2.0 for t in sent) and any(3.5 <= t < 3.6 for t in sent)
+    assert [e for e in result.summary["faults"] if e["event"] == "fault:VCU_TIMEOUT:NONE"], "never recovered"

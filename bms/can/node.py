@@ -295,7 +295,8 @@ class RunReport:
 
 _COUNTERS = ("tx_frames", "rx_frames", "rx_accepted", "unknown_id", "not_for_bms", "wrong_dlc", "error_frames",
              "remote_frames", "crc_errors", "counter_errors", "bad_values", "tx_errors", "rx_overflow_ticks",
-             "diag_frames", "rx_suppressed", "tx_suppressed", "bad_frames", "rx_errors", "own_frames")
+             "diag_frames", "rx_suppressed", "tx_suppressed", "bad_frames", "rx_errors", "own_frames",
+             "tx_bus_off", "rx_bus_off")
 
 
 class CanNode:
@@ -350,6 +351,8 @@ class CanNode:
         self.max_rx_per_tick = int(max_rx_per_tick)
         self.log_batch_frames = 1 if self.clock.realtime else int(log_batch_frames)
         self.counters = dict.fromkeys(_COUNTERS, 0)
+        # an injected bus-off with recovery: the controller neither sends nor hears until it rejoins (counted)
+        self.off_bus = False
         self.stats = CycleStats()
         self.tick_stats = self.stats.track("<tick>", "loop", self.period_ns)
         self._tick_ns = self.tick_stats.append_ns
@@ -750,6 +753,10 @@ class CanNode:
         prepared = self._prepared
         if not prepared:
             return
+        if self.off_bus:
+            self.counters["tx_bus_off"] += len(prepared)
+            prepared.clear()
+            return
         if self.diag is not None and not self.diag.normal_tx:  # CommunicationControl: application frames off
             self.counters["tx_suppressed"] += len(prepared)
             prepared.clear()
@@ -876,6 +883,15 @@ class CanNode:
             failure, self._idle_error = self._idle_error, None
             raise failure
         recv = self.bus.recv
+        if self.off_bus:  # what arrives meanwhile never reaches the controller
+            try:
+                while recv(0) is not None:
+                    self.counters["rx_bus_off"] += 1
+            except _RX_EXCEPTIONS as exc:
+                self._rx_error(exc, t_ns)
+            if self._rx:
+                self._check_timeouts(t_ns)
+            return
         errors = 0
         while len(pending) < self.max_rx_per_tick:
             try:
@@ -1098,6 +1114,9 @@ class CanNode:
 
     def _send_diag(self, arbitration_id: int, data: bytes, is_extended_id: bool) -> None:
         """An ISO-TP frame of the UDS server, sent at once (timestamp: now, or the tick's simulated time)."""
+        if self.off_bus:
+            self.counters["tx_bus_off"] += 1
+            return
         clock = self.clock
         msg = Frame.build(arbitration_id, data, is_extended_id=is_extended_id,
                           timestamp=clock.timestamp(clock.now_ns()))
