@@ -32,7 +32,11 @@ _TIMING_KEYS = ("at_s", "when", "clear_at_s")
 class ControlError(ValueError):
     """A bench request that cannot be carried out; ``status`` is the HTTP status that says why."""
 
+    MAX_CHARS = 500   # a refusal quotes what it refused: a 2 MB value is not sent back whole
+
     def __init__(self, message: str, status: int = 400):
+        if len(message) > self.MAX_CHARS:
+            message = f"{message[:self.MAX_CHARS - 100]} ... ({len(message):,} characters in all)"
         super().__init__(message)
         self.status = status
 
