@@ -235,6 +235,24 @@ def test_can_message_injects_and_clears_and_a_wrong_key_is_refused(tmp_path):
     assert "can7:sensor" in run.result.summary["injections"]
 
 
+def test_a_malformed_can_control_frame_is_audited_as_refused(tmp_path):
+    """A HIL_FaultControl frame the node cannot decode (a wrong DLC, a fault kind the DBC does not have) is
+    counted, and, as every malformed bench request, a refused line of the audit log that says what was wrong."""
+    channel = f"live-can-bad-{id(tmp_path)}"
+    message = Codec().db.get_message_by_name("HIL_FaultControl")
+    with LiveRun(tmp_path, can_options={"channel": channel}) as run, \
+            can.Bus(interface="virtual", channel=channel) as bench:
+        good = message.encode(frame_values({"action": "clear", "name": "can1:sensor"}, key=run.live.control.can_key,
+                                           slot=1))
+        for data in (good[:5], bytes([0]) + good[1:]):   # 5 of 8 bytes; FaultKind 0
+            bench.send(can.Message(arbitration_id=message.frame_id, data=data, is_extended_id=False))
+        run.wait_until(lambda: sum(e.get("source") == "can" for e in run.live.control.audit) >= 2,
+                       "both frames audited", 10.0)
+    reasons = [e["reason"] for e in audit_lines(run.out / "bench-audit.jsonl") if e.get("source") == "can"]
+    assert len(reasons) == 2 and "DLC 5" in reasons[0] and "HIL_FaultControl" in reasons[1], reasons
+    assert all(e["result"] == "refused" for e in audit_lines(run.out / "bench-audit.jsonl"))
+
+
 # --- the finished run: interactive plots in one offline file ------------------------------------------
 def test_report_gets_an_offline_interactive_page_and_view_rewrites_it(tmp_path):
     import re

@@ -1022,6 +1022,10 @@ class CanNode:
         ident = f"0x{msg.arbitration_id:08X}" if msg.is_extended_id else f"0x{msg.arbitration_id:03X}"
         self.last_rx_error = f"{why} (ID {ident}, data {bytes(msg.data).hex().upper() or '-'}, at t = " \
                              f"{self._t_s(t_ns):.2f} s)"
+        refused = getattr(self.on_fault_control, "refused", None)
+        rx = self._rx.get((msg.arbitration_id, msg.is_extended_id))
+        if refused is not None and rx is not None and rx.handler == self._on_fault_control:
+            refused(self.last_rx_error, self._t_s(t_ns))   # a malformed bench request is audited too
 
     def _is_echo(self, msg: can.Message) -> bool:
         """Whether ``msg`` is one of this node's sends coming back (they come back in the order sent; the

@@ -105,6 +105,10 @@ class FrameControl:
     def __init__(self, control):
         self.control = control
 
+    def refused(self, why: str, t_s: float) -> None:
+        """A HIL_FaultControl frame the node could not decode (wrong DLC, CRC or counter, an unknown kind)."""
+        self.control.write_audit({"source": "can", "t_s": t_s, "result": "refused", "reason": why})
+
     def __call__(self, values: dict, t_s: float) -> None:
         control = self.control
         if int(values.get("ControlKey", -1)) != control.can_key:
