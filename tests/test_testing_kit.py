@@ -80,7 +80,7 @@ def test_fails():
 def test_failure_report_of_a_machine_subclass_invariant_shows_its_bench(pytester):
     """A ``BmsMachine`` subclass's own invariant fails: the report shows the machine's bench (it showed nothing)."""
     result = _run(pytester, '''
-from hypothesis import settings
+from hypothesis import Phase, settings
 from hypothesis.stateful import invariant
 from hil.testing import BmsMachine
 class Mine(BmsMachine):
@@ -88,7 +88,7 @@ class Mine(BmsMachine):
     def never_settled(self):
         assert self.bench is None or self.bench.t_s < 0.5
 Mine.TestCase.settings = settings(max_examples=2, stateful_step_count=2, derandomize=True, database=None,
-                                  deadline=None)
+                                  deadline=None, phases=[Phase.generate])   # the report, not the shrinking
 TestMine = Mine.TestCase
 ''')
     result.assert_outcomes(failed=1)
