@@ -38,7 +38,7 @@ from .types import CLOSED_STATES
 
 __all__ = ["ChargeChecks"]
 
-_PERIOD_S = 10.0   # corrections add up: a window's sum is the same; the check costs ~0.04 us a tick, not 0.4
+_PERIOD_S = 10.0   # corrections add up: a window's sum is the same; the check costs ~0.07 us a tick, not 0.4
 
 
 class ChargeChecks(BmsPart):
