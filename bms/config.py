@@ -172,8 +172,8 @@ class BmsConfig:
     # a healthy pack's groups stay below 1 A
     internal_short_warning_A: float = _c(2.5, positive, "inf disables the check")
     internal_short_tau_s: float = _c(900.0, positive, "time constant of the leak estimate's average")
-    internal_short_rest_s: float = _c(300.0, non_negative, "judged only after this long below rest_current_A "
-                                      "(capacity errors leak in with current, relaxation after it)")
+    internal_short_rest_s: float = _c(300.0, non_negative, "judged only this long after the pack counts as rested "
+                                      "(rest_time_s): capacity errors leak in with current, relaxation after it")
     # --- voltage plausibility ---------------------------------------------------------------------
     link_mismatch_warning_V: float = _c(10.0, threshold)
     link_mismatch_error_V: float = _c(25.0, threshold)

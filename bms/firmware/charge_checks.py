@@ -14,8 +14,9 @@ as a charge (the change of its SOC estimate plus what the prediction took out of
   corrected downward more than the others. Its correction less the median, averaged over
   ``internal_short_tau_s`` (900 s), is the charge it loses (``Bms.group_leak_A``); WARNING from
   ``internal_short_warning_A`` (2.5 A) on the worst group, cleared below half of it. Judged at rest only, from
-  ``internal_short_rest_s`` (300 s) below ``rest_current_A`` on: with current, a group's capacity error looks like
-  a leak (a healthy pack read 1.8 A in the fast-charge scenario), and so does its relaxation after it.
+  ``internal_short_rest_s`` (300 s) after the BMS counts as rested (``rest_time_s`` below ``rest_current_A``) on:
+  with current, a group's capacity error looks like a leak (a healthy pack read 1.8 A in the fast-charge
+  scenario), and so does its relaxation after it.
 
 Both take samples from ``current_plausibility_settle_s`` (600 s) after the estimator starts, while the filter still
 corrects its first SOC estimate (7.7 A of common correction on the default scenario in its first 900 s).
@@ -53,22 +54,20 @@ class ChargeChecks(BmsPart):
         self._cc_last_soc = np.zeros(n)
         self._cc_last_Ah = math.nan      # NaN: no sample to compare with
         self._cc_leak_samples = 0
-        self._cc_abs_As = 0.0            # |current| integrated since the last sample [A s]
-        self._cc_rest_since = math.inf   # when the current last fell below rest_current_A
+        self._cc_rested_since = math.inf   # when the BMS last began to count as rested (its slow task says)
         self.current_error_A = math.nan  # the last judged shunt error: its reading minus the cells' current [A]
         self.group_leak_A = np.zeros(n)  # the charge each group loses of its own [A] (NaN: not judged)
         self.group_leak_A[:] = np.nan
 
-    def _check_charge(self, t: float) -> None:
-        self._cc_abs_As += abs(self._reading[self._i_current]) * self.config.protection_period_s
+    def _check_charge(self, t: float, rested: bool) -> None:
+        """``rested``: the 100 ms task's verdict (below ``rest_current_A`` for ``rest_time_s``)."""
+        if not rested:
+            self._cc_rested_since = math.inf
+        elif self._cc_rested_since == math.inf:
+            self._cc_rested_since = t
         if t < self._cc_next_s:
             return
         self._cc_next_s = t + _PERIOD_S - 1e-9
-        mean_abs_A, self._cc_abs_As = self._cc_abs_As / _PERIOD_S, 0.0
-        if mean_abs_A >= self.config.rest_current_A:
-            self._cc_rest_since = math.inf
-        elif self._cc_rest_since == math.inf:
-            self._cc_rest_since = t
         est = self.estimator
         counted = getattr(est, "charge_counted_Ah", None) if self._estimator_ready() else None
         if counted is None:
@@ -82,14 +81,15 @@ class ChargeChecks(BmsPart):
             capacity = est.capacity_Ah_estimate
             corrected_Ah = ((soc - self._cc_last_soc) + (counted - self._cc_last_Ah) * self.params.n_parallel
                             / capacity) * capacity
-            valid = np.asarray(getattr(est, "input_valid", np.ones(soc.size, dtype=bool)), dtype=bool)
+            flags = getattr(est, "input_valid", None)
+            valid = np.ones(soc.size, dtype=bool) if flags is None else np.asarray(flags, dtype=bool)
             if valid.sum() * 2 >= valid.size:   # the median of the sound groups, while most are
                 common_Ah = float(np.median(corrected_Ah[valid]))
                 if self.state in CLOSED_STATES and self._opening is None:
                     self._sample_current(common_Ah, t)
                 else:
                     self._cc_count = 0   # judged on current that flows, window by window
-                if t - self._cc_rest_since >= self.config.internal_short_rest_s:   # see the module docstring
+                if t - self._cc_rested_since >= self.config.internal_short_rest_s:   # see the module docstring
                     self._sample_leaks(np.where(valid, corrected_Ah - common_Ah, np.nan), t)
         self._cc_last_soc[:] = soc
         self._cc_last_Ah = counted

@@ -420,7 +420,7 @@ class Bms(FaultMemory, LimitsTask, ChargeControl, Balancing, ContactorSequences,
         if t >= self._next_balance:
             self._next_balance = t + c.balancing_period_s
             self._balance(t, rested)
-        self._check_charge(t)
+        self._check_charge(t, rested)
 
     def __repr__(self):
         return (f"Bms(state={self.state.name}, latched={self.latched}, fault_level={self.fault_level.name}, "
