@@ -23,7 +23,7 @@ class ScenarioError(BmsError, ValueError):
     """A scenario file is malformed: names the file, line and key."""
 
     def __init__(self, source: str, line: int | None, key: str, message: str):
-        self.source, self.line, self.key = source, line, key
+        self.source, self.line, self.key, self.detail = source, line, key, message
         where = f"{source}:{line}" if line else source
         super().__init__(f"{where}: {key}: {message}")
 
@@ -309,47 +309,7 @@ def parse_scenario(text: str, source: str) -> Scenario:
 
     faults = []
     for n, entry in enumerate(data.get("fault", [])):
-        kind = _kind(entry, FAULT_KINDS, source, loc, "fault", n)
-        allowed = {**FAULT_KINDS[kind], **FAULT_COMMON}
-        options = _check_table({k: v for k, v in entry.items() if k != "kind"}, allowed,
-                               FAULT_REQUIRED.get(kind, set()), source, loc, "fault", n, f"fault[{n}]")
-        common = {k: options.pop(k) for k in list(options) if k in FAULT_COMMON}
-        if ("at_s" in common) == ("when" in common):
-            raise ScenarioError(source, loc.line("fault", None, n), f"fault[{n}]",
-                                "give exactly one of at_s (a time) or when (a condition)")
-        if "when" in common:
-            _check_condition(common["when"], source, loc.line("fault", "when", n), f"fault[{n}].when")
-        for key in ("at_s", "clear_at_s"):
-            if common.get(key, 0.0) < 0:
-                raise ScenarioError(source, loc.line("fault", key, n), f"fault[{n}].{key}",
-                                    f"expected a time >= 0 s, found {common[key]}")
-        if "clear_at_s" in common and common["clear_at_s"] <= common.get("at_s", -1.0):
-            raise ScenarioError(source, loc.line("fault", "clear_at_s", n), f"fault[{n}].clear_at_s",
-                                f"expected a time after at_s = {common['at_s']} s, found {common['clear_at_s']}")
-        if kind == "can_corrupt" and options["what"] not in CORRUPTIONS:
-            raise ScenarioError(source, loc.line("fault", "what", n), f"fault[{n}].what",
-                                f"unknown corruption {options['what']!r}{suggest(options['what'], CORRUPTIONS)}")
-        if kind == "sensor" and options["fault"] not in SENSOR_FAULTS:
-            raise ScenarioError(source, loc.line("fault", "fault", n), f"fault[{n}].fault",
-                                f"unknown sensor fault {options['fault']!r}{suggest(options['fault'], SENSOR_FAULTS)}")
-        if kind == "isotp":
-            for key, names in (("fault", ISOTP_FAULTS), ("side", ISOTP_SIDES)):
-                if key in options and options[key] not in names:
-                    raise ScenarioError(source, loc.line("fault", key, n), f"fault[{n}].{key}",
-                                        f"unknown {key} {options[key]!r}{suggest(str(options[key]), names)}")
-            if options.get("index", 1) < 1 or options.get("delay_s", 1.0) <= 0:
-                raise ScenarioError(source, loc.line("fault", None, n), f"fault[{n}]",
-                                    "index must be >= 1 (the consecutive frame's number) and delay_s > 0")
-        if kind == "uds_pending" and (options.get("duration_s", 1.0) <= 0 or options.get("interval_s", 1.0) <= 0
-                                      or not 0 <= options.get("service", 0) <= 0xFF):
-            raise ScenarioError(source, loc.line("fault", None, n), f"fault[{n}]",
-                                "duration_s and interval_s must be > 0, service a service ID 0..0xFF")
-        if kind == "bus_off" and not 0 < options.get("recovery_s", 1.0) < math.inf:
-            raise ScenarioError(source, loc.line("fault", "recovery_s", n), f"fault[{n}].recovery_s",
-                                f"expected a time > 0 s, found {options['recovery_s']}")
-        if kind == "sensor" and options["fault"] in ("stuck", "drift", "offset") and "value" not in options:
-            raise ScenarioError(source, loc.line("fault", None, n), f"fault[{n}].value",
-                                f"missing (required for a {options['fault']} fault)")
+        kind, options, common = _fault_entry(entry, n, source, loc)
         faults.append(FaultAction(kind, options, common.get("at_s"), common.get("when"), common.get("clear_at_s"),
                                   common.get("name", f"fault[{n}]:{kind}"), loc.line("fault", None, n)))
 
@@ -405,6 +365,53 @@ def parse_scenario(text: str, source: str) -> Scenario:
     from .scenario_checks import check_scenario  # the whole scenario against its pack, cycles and budget
     check_scenario(scenario, loc, head.get("max_ticks", MAX_TICKS))
     return scenario
+
+
+def _fault_entry(entry, n: int, source, loc) -> tuple[str, dict, dict]:
+    """The kind, options and timing (``at_s``, ``when``, ``clear_at_s``, ``name``) of the n-th ``[[fault]]``,
+    checked: keys, types, required keys and the values each kind takes."""
+    kind = _kind(entry, FAULT_KINDS, source, loc, "fault", n)
+    allowed = {**FAULT_KINDS[kind], **FAULT_COMMON}
+    options = _check_table({k: v for k, v in entry.items() if k != "kind"}, allowed,
+                           FAULT_REQUIRED.get(kind, set()), source, loc, "fault", n, f"fault[{n}]")
+    common = {k: options.pop(k) for k in list(options) if k in FAULT_COMMON}
+    if ("at_s" in common) == ("when" in common):
+        raise ScenarioError(source, loc.line("fault", None, n), f"fault[{n}]",
+                            "give exactly one of at_s (a time) or when (a condition)")
+    if "when" in common:
+        _check_condition(common["when"], source, loc.line("fault", "when", n), f"fault[{n}].when")
+    for key in ("at_s", "clear_at_s"):
+        if common.get(key, 0.0) < 0:
+            raise ScenarioError(source, loc.line("fault", key, n), f"fault[{n}].{key}",
+                                f"expected a time >= 0 s, found {common[key]}")
+    if "clear_at_s" in common and common["clear_at_s"] <= common.get("at_s", -1.0):
+        raise ScenarioError(source, loc.line("fault", "clear_at_s", n), f"fault[{n}].clear_at_s",
+                            f"expected a time after at_s = {common['at_s']} s, found {common['clear_at_s']}")
+    if kind == "can_corrupt" and options["what"] not in CORRUPTIONS:
+        raise ScenarioError(source, loc.line("fault", "what", n), f"fault[{n}].what",
+                            f"unknown corruption {options['what']!r}{suggest(options['what'], CORRUPTIONS)}")
+    if kind == "sensor" and options["fault"] not in SENSOR_FAULTS:
+        raise ScenarioError(source, loc.line("fault", "fault", n), f"fault[{n}].fault",
+                            f"unknown sensor fault {options['fault']!r}{suggest(options['fault'], SENSOR_FAULTS)}")
+    if kind == "isotp":
+        for key, names in (("fault", ISOTP_FAULTS), ("side", ISOTP_SIDES)):
+            if key in options and options[key] not in names:
+                raise ScenarioError(source, loc.line("fault", key, n), f"fault[{n}].{key}",
+                                    f"unknown {key} {options[key]!r}{suggest(str(options[key]), names)}")
+        if options.get("index", 1) < 1 or options.get("delay_s", 1.0) <= 0:
+            raise ScenarioError(source, loc.line("fault", None, n), f"fault[{n}]",
+                                "index must be >= 1 (the consecutive frame's number) and delay_s > 0")
+    if kind == "uds_pending" and (options.get("duration_s", 1.0) <= 0 or options.get("interval_s", 1.0) <= 0
+                                  or not 0 <= options.get("service", 0) <= 0xFF):
+        raise ScenarioError(source, loc.line("fault", None, n), f"fault[{n}]",
+                            "duration_s and interval_s must be > 0, service a service ID 0..0xFF")
+    if kind == "bus_off" and not 0 < options.get("recovery_s", 1.0) < math.inf:
+        raise ScenarioError(source, loc.line("fault", "recovery_s", n), f"fault[{n}].recovery_s",
+                            f"expected a time > 0 s, found {options['recovery_s']}")
+    if kind == "sensor" and options["fault"] in ("stuck", "drift", "offset") and "value" not in options:
+        raise ScenarioError(source, loc.line("fault", None, n), f"fault[{n}].value",
+                            f"missing (required for a {options['fault']} fault)")
+    return kind, options, common
 
 
 def _check_dtc_expectation(options: dict, source, loc, n: int) -> None:

@@ -19,10 +19,12 @@ from .scenario import (
     FaultAction,
     Scenario,
     ScenarioError,
+    _fault_entry,
+    _Locator,
     cycle_path,
 )
 
-__all__ = ["check_scenario", "check_expectation_values", "check_event_names", "check_diagnostics",
+__all__ = ["check_scenario", "check_fault", "check_expectation_values", "check_event_names", "check_diagnostics",
            "event_pattern_error", "TEMP_RANGE_C", "DIAGNOSTIC_FAULTS"]
 
 DIAGNOSTIC_FAULTS = ("isotp", "uds_pending")   # faults of the built-in BMS's UDS server and its ISO-TP link
@@ -121,6 +123,16 @@ def _ambient(scenario: Scenario, loc) -> None:
             if not low < value < high:
                 raise ScenarioError(scenario.source, loc.line("ambient", key), f"ambient.{key}",
                                     f"expected a temperature in ({low:g}, {high:g}) degC, found {value:g}")
+
+
+def check_fault(kind: str, options: dict, params) -> dict:
+    """A fault injected outside a scenario file (``Bench.inject``), checked as a ``[[fault]]`` table is for the pack
+    ``params``: keys, types, values and the cell, channel or contactor it names. Returns the options as the
+    scenario parser converts them; raises ``ScenarioError`` (source ``inject``, key ``fault[0].<option>``)."""
+    loc = _Locator("")
+    kind, checked, _ = _fault_entry({"kind": kind, **options, "at_s": 0.0}, 0, "inject", loc)
+    _fault_target(FaultAction(kind, checked, 0.0), 0, params, "inject", loc)
+    return checked
 
 
 def _fault_target(fault: FaultAction, n: int, params, source, loc) -> None:

@@ -570,6 +570,31 @@ def test_a_bench_with_a_bms_firmware_refuses_diagnostic_faults_by_name(tmp_path)
         assert bench.state == "READY"
 
 
+
+@pytest.mark.parametrize("kind, options, message", [
+    ("sensor", {"sensor": "cell_voltage", "index": 192, "fault": "stuck", "value": 3.0},
+     "index: expected a cell_voltage channel 0 ... 191 of pack assb60-192s2p"),
+    ("sensor", {"sensor": "cell_voltage", "fault": "drift"}, "value: missing (required for a drift fault)"),
+    ("internal_short", {"cell": 3}, "resistance_ohm: missing"),
+    ("internal_short", {"cell": 384, "resistance_ohm": 2.0}, "cell: expected a cell 0 ... 383"),
+    ("contactor_weld", {"contactor": "main"}, "contactor: unknown contactor 'main'"),
+    ("coolant_loss", {"cooling_factor": "half"}, "cooling_factor: expected a number, found 'half'"),
+])
+def test_a_fault_the_pack_cannot_take_is_refused_when_injected(kind, options, message):
+    """``bench.inject`` checks a fault as a scenario's [[fault]] is checked, against the bench's pack: a wrong
+    cell or channel, a missing or mistyped option fails at the call, naming it (it used to raise an IndexError or
+    KeyError ticks later, inside the fault timeline). Nothing is injected and the bench runs on."""
+    from hil.testing import Bench, BenchError
+    with Bench(channel="kit-inject-checks") as bench:
+        bench.advance(0.2)
+        with pytest.raises(BenchError, match=re.escape(f"inject {kind}: {message}")):
+            bench.inject(kind, **options)
+        assert not bench.faults and not bench.timeline.pending
+        name = bench.inject("sensor", sensor="cell_voltage", index=191, fault="offset", value=0.01)
+        bench.advance(0.3)
+        assert bench.faults[name].options["value"] == 0.01
+        assert list(bench.timeline.injections) == [name]
+
 def test_the_tester_sends_values_as_given_where_the_bits_hold_them():
     """``tester.send("VCU_Command", StateRequest=7)``: 7 is no request (a bad value the BMS must count), and it went
     out saturated to 4, SHUTDOWN, a valid request of another meaning. Now it goes out as given (as a scenario's

@@ -24,8 +24,8 @@ from hil.firmware_run import FirmwareRun
 from hil.load import Demand, LoadProgram
 from hil.published import ContactorWatch
 from hil.runner import RECORD_PERIOD_S, _collect_events, _FaultTimeline, _Recorder, _snapshot, build_emulator
-from hil.scenario import FAULT_KINDS, FaultAction, Scenario, Step
-from hil.scenario_checks import DIAGNOSTIC_FAULTS
+from hil.scenario import FAULT_KINDS, FaultAction, Scenario, ScenarioError, Step
+from hil.scenario_checks import DIAGNOSTIC_FAULTS, check_fault
 from hil.vehicle import Vehicle, power_profile
 
 from .segments import CycleSlice, Rest, Segment
@@ -238,6 +238,10 @@ class Bench:
         if unknown:
             raise BenchError(f"inject {kind}: unknown option(s) {', '.join(sorted(unknown))}; expected "
                              f"{', '.join(allowed) or 'none'}")
+        try:   # as a scenario's [[fault]] is checked: a wrong cell or channel fails here, not ticks later
+            options = check_fault(kind, options, self.emulator.pack.params)
+        except ScenarioError as exc:
+            raise BenchError(f"inject {kind}: {exc.key.removeprefix('fault[0].')}: {exc.detail}") from None
         if kind in DIAGNOSTIC_FAULTS and self.node.diag is None:
             raise BenchError(f"inject {kind}: a diagnostic-layer fault needs the built-in BMS's UDS server; the BMS "
                              "firmware in the slot has none (leave it out of the kinds drawn)")
