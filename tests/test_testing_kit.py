@@ -220,6 +220,44 @@ TestMachine.settings = settings(max_examples=2, stateful_step_count=4, derandomi
     result.assert_outcomes(passed=1)
 
 
+
+def test_a_machine_on_another_preset_draws_faults_of_its_own_pack():
+    """A ``BmsMachine`` with ``preset`` set draws the cells and channels of its faults from that pack, not from the
+    session's: on the 96s4p pack (96 groups) under a 192s2p session, a cell-voltage fault on group 150
+    was drawn and refused by ``Bench.inject``, failing the test with the kit's error instead of a firmware's."""
+    from hypothesis import HealthCheck
+    from hypothesis.stateful import invariant, run_state_machine_as_test
+
+    from hil.testing import BmsMachine
+    from hil.testing.pool import close_all
+    drawn = []
+
+    class OnTheSmallerPack(BmsMachine):   # its only rule: inject (the others overridden by plain methods)
+        preset = "assb60-96s4p"
+        fault_kinds = ("sensor",)
+        max_active_faults = 100
+
+        def drive(self, segment): ...
+        def charge(self, segment): ...
+        def wait(self, seconds): ...
+        def command(self, state, contactor, e2e): ...
+        def clear(self, which): ...
+
+        @invariant()
+        def faults_within_the_pack(self):
+            if self.bench is not None:
+                for f in self.bench.faults.values():
+                    drawn.append((f.kind, f.options))
+
+    try:
+        run_state_machine_as_test(OnTheSmallerPack, settings=settings(
+            max_examples=10, stateful_step_count=10, derandomize=True, database=None, deadline=None,
+            suppress_health_check=list(HealthCheck)))
+    finally:
+        close_all()
+    indices = {o["index"] for _, o in drawn if o["sensor"] == "cell_voltage"}
+    assert indices and max(indices) < 96, drawn
+
 def test_strategies_refuse_bad_arguments_at_definition():
     for bad in (lambda: bst.drives(min_segments=3, max_segments=1), lambda: bst.segments(kinds=("walk",)),
                 lambda: bst.initial_conditions(min_soc=0.9, max_soc=0.1), lambda: bst.faults(kinds=("meteor",)),

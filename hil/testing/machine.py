@@ -16,6 +16,8 @@ command-line options (``hil.testing.options.current()``).
 """
 from __future__ import annotations
 
+import functools
+
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
@@ -34,13 +36,14 @@ __all__ = ["BmsMachine", "take_exports"]
 class BmsMachine(RuleBasedStateMachine):
     """The BMS under drives, charges, faults and time. Class attributes a subclass sets: ``firmware`` (a
     ``FirmwareSpec``; None: the session's), ``preset``, ``seed``, ``properties`` (name -> options),
-    ``max_active_faults``, ``export`` (write the counterexample scenario)."""
+    ``max_active_faults``, ``fault_kinds`` (what ``inject`` draws), ``export`` (write the counterexample scenario)."""
 
     firmware = None
     preset: str | None = None
     seed: int | None = None
     properties: dict = DEFAULT_PROPERTIES
     max_active_faults = 2
+    fault_kinds = ("sensor", "internal_short", "coolant_loss", "vcu_silence", "can_corrupt", "stack_pressure")
     export = True
     settle_s = 1.0
 
@@ -84,10 +87,13 @@ class BmsMachine(RuleBasedStateMachine):
         self.bench.advance(seconds)
 
     @precondition(lambda self: self.bench is not None and len(self.active) < self.max_active_faults)
-    @rule(fault=bst.faults(kinds=("sensor", "internal_short", "coolant_loss", "vcu_silence", "can_corrupt",
-                                  "stack_pressure")))
-    def inject(self, fault):
-        kind, options = fault
+    @rule(data=st.data())
+    def inject(self, data):
+        """A fault of ``fault_kinds`` on a cell or channel of this machine's pack (its ``preset``, which may not
+        be the session's)."""
+        params = self.bench.emulator.pack.params
+        kind, options = data.draw(_faults_of(tuple(self.fault_kinds), params.n_series,
+                                             params.n_temperature_sensors, params.n_cells), label="fault")
         self.active.append(self.bench.inject(kind, **options))
         self.bench.advance(0.1)  # it takes effect at the next 100 ms boundary
 
@@ -133,6 +139,11 @@ class BmsMachine(RuleBasedStateMachine):
             keep_failed_bench(self.bench)
         if self.bench is not None and not self._pooled:
             self.bench.close()   # a pooled bench stays open for the next example's reset
+
+
+@functools.lru_cache(maxsize=16)
+def _faults_of(kinds: tuple, n_series: int, n_temperature_sensors: int, n_cells: int):
+    return bst.faults(kinds=kinds, n_series=n_series, n_temperature_sensors=n_temperature_sensors, n_cells=n_cells)
 
 
 def _vcu_command(bench, e2e: str, **signals):
