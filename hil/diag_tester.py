@@ -33,6 +33,7 @@ class DiagRequest:
     request: str
     options: dict
     name: str
+    line: int | None = None   # in the scenario file
 
 
 def _payload(req: DiagRequest) -> bytes | None:

@@ -309,7 +309,9 @@ def run_scenario(scenario: Scenario, *, out_dir: str | Path | None = None, mode:
     planned = asked_s if max_sim_s is None else min(asked_s, max_sim_s)
     can = None
     if mode == "headless" and (scenario.diag or any(e.kind == "dtc" for e in scenario.expectations)):
-        raise ScenarioError(scenario.source, None, "diag", "diagnostics ([[diag]] requests, dtc expectations) "
+        first = scenario.diag[0].line if scenario.diag else next(e.line for e in scenario.expectations
+                                                                 if e.kind == "dtc")
+        raise ScenarioError(scenario.source, first, "diag", "diagnostics ([[diag]] requests, dtc expectations) "
                             "need the BMS on a bus: run in lockstep or paced mode (--mode lockstep)")
     if scenario.frames:
         from .frames import frames_refused

@@ -470,7 +470,7 @@ def _diag_requests(entries, source, loc) -> tuple:
                                 f"expected a time >= 0 s, found {options['at_s']}")
         at_s = options.pop("at_s")
         name = options.pop("name", f"diag[{n}]:{request}")
-        out.append(DiagRequest(at_s, request, options, name))
+        out.append(DiagRequest(at_s, request, options, name, loc.line("diag", None, n)))
     return tuple(out)
 
 

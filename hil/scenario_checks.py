@@ -340,7 +340,7 @@ def check_diagnostics(scenario: Scenario, *, builtin_bms: bool) -> None:
         return
     why = "needs the built-in BMS's UDS server; the BMS firmware in the slot has none"
     for n, request in enumerate(scenario.diag):
-        raise ScenarioError(scenario.source, getattr(request, "line", None), f"diag[{n}]",
+        raise ScenarioError(scenario.source, request.line, f"diag[{n}]",
                             f"a [[diag]] request ({request.request}) {why}")
     for n, fault in enumerate(scenario.faults):
         if fault.kind in DIAGNOSTIC_FAULTS:

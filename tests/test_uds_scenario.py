@@ -70,5 +70,13 @@ def test_malformed_diagnostic_entries_name_file_line_and_key(extra, key, words):
 
 def test_diagnostics_need_a_bus():
     scenario = parse_scenario(BASE + '[[diag]]\nat_s = 1.0\nrequest = "tester_present"\n', "d.toml")
-    with pytest.raises(ScenarioError, match="need the BMS on a bus"):
+    with pytest.raises(ScenarioError, match="^d.toml:8: diag: .*need the BMS on a bus"):
         run_scenario(scenario, mode="headless")
+
+
+def test_a_diag_request_without_the_builtin_bms_is_refused_at_its_line():
+    from hil.scenario_checks import check_diagnostics
+    scenario = parse_scenario(BASE + '[[diag]]\nat_s = 1.0\nrequest = "tester_present"\n'
+                              '[[diag]]\nat_s = 2.0\nrequest = "read_dtc"\n', "d.toml")
+    with pytest.raises(ScenarioError, match=r"^d.toml:8: diag\[0\]: a \[\[diag\]\] request \(tester_present\) needs"):
+        check_diagnostics(scenario, builtin_bms=False)
