@@ -156,6 +156,18 @@ def test_cantools_decodes_the_log_within_resolution(request, tmp_path):
     assert checked["cells"] == 3 * 201 and checked["temps"] >= 4 * 100 and checked["scalars"] == 201
 
 
+
+@pytest.mark.parametrize("started", [False, True])
+def test_a_run_of_t_seconds_is_t_seconds_whether_or_not_it_was_powered_on_first(request, started):
+    """``bms-emu serve --duration 3`` powers on (``start()``) before ``run(3)``, and ran 301 ticks (3.01 s, 301
+    BMS_Status frames): the power-on tick is one of the run's."""
+    node = CanNode(make_emulator(), channel=channel_name(request))
+    if started:
+        node.start()
+    report = node.run(3.0)
+    assert report.ticks == 300 and report.simulated_s == pytest.approx(3.0)
+    assert {r["message"]: r["frames"] for r in report.cycle_times}["BMS_Status"] == 300
+
 def test_cycle_time_statistics_of_a_lockstep_run_are_exact(request):
     node = CanNode(make_emulator(), channel=channel_name(request))
     try:

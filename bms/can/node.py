@@ -513,13 +513,15 @@ class CanNode:
 
     def run(self, duration_s: float | None = None, *, stop: threading.Event | None = None,
             on_tick=None) -> RunReport:
-        """Run until ``duration_s`` of simulated time has passed, ``stop`` is set or Ctrl-C; then close.
+        """Run until ``duration_s`` of simulated time has passed since power-on (``start()``, called here unless
+        called before), ``stop`` is set or Ctrl-C; then close.
 
         Returns the run's report; raises ``BusFailure`` (after closing) when the bus failed.
         ``on_tick(t_s)``: called after every tick (a live view's telemetry and bench control).
         """
+        left_s = None if duration_s is None else max(duration_s - self.t_s, 0.0)  # start() ran the first tick
         try:
-            self.run_for(duration_s, stop=stop, close_on_failure=False, on_tick=on_tick)
+            self.run_for(left_s, stop=stop, close_on_failure=False, on_tick=on_tick)
         except KeyboardInterrupt:
             self.stop_reason = "interrupted (Ctrl-C)"
         except BusFailure as exc:
