@@ -123,6 +123,11 @@ class CanVcu(Firmware):
 
     def step(self, t_ns: int, dt_ns: int, inputs, outputs) -> None:
         mode, value, link_voltage_V, _, charger_V, charger_A = inputs.tolist()
+        outputs[0] = self.demand(t_ns, mode, value, link_voltage_V, charger_V, charger_A)
+
+    def demand(self, t_ns: int, mode: float, value: float, link_voltage_V: float, charger_V: float,
+               charger_A: float) -> float:
+        """``step`` without the slot's arrays (its inputs as numbers): the current [A] the VCU draws this tick."""
         self._read()
         t_s = t_ns / 1e9
         charging = mode == _CHARGE
@@ -144,8 +149,7 @@ class CanVcu(Firmware):
             self._send("VCU_Command", command)
         state = self.state
         if state is not _READY and state is not _CHARGING:
-            outputs[0] = 0.0
-            return
+            return 0.0
         if mode == _POWER:
             asked = value / max(link_voltage_V, 50.0)
         elif mode == _CURRENT:
@@ -154,7 +158,7 @@ class CanVcu(Firmware):
             asked = -charger_A
         else:
             asked = 0.0
-        outputs[0] = min(max(asked, -self.charge_limit_A), self.discharge_limit_A)
+        return min(max(asked, -self.charge_limit_A), self.discharge_limit_A)
 
     def transmit(self) -> list:
         frames, self._tx_frames = self._tx_frames, []
@@ -187,6 +191,8 @@ class VcuHost:
         self.corrupt_frames: str | None = None
         self.bad_frames = 0  # what its handle could not decode (the node counts the same stray frames)
         self.last_frames: deque = deque(maxlen=16)   # (direction, t_s, frame) for a failure report
+        self._demand = firmware.demand if isinstance(firmware, CanVcu) and type(firmware).step is CanVcu.step \
+            else None
         firmware.open(vcu_layout(), self.dt_ns)
 
     # the VCU faults a scenario injects: the firmware's own if it models them, else dropped frames
@@ -235,19 +241,21 @@ class VcuHost:
                 if msg is None:
                     break
                 receive(msg, t_ns)
-        inputs = self.inputs
         if demand is None:
-            inputs[:] = 0.0
-            inputs[2] = link_voltage_V
+            mode = value = speed = charger_V = charger_A = 0.0
         else:
             charging = demand.mode == "charge"
-            inputs[0] = _MODE.get(demand.mode, 0.0)
-            inputs[1] = 0.0 if charging else demand.value
-            inputs[2] = link_voltage_V
-            inputs[3] = demand.speed_mps
-            inputs[4] = self.charger_voltage_V if charging else 0.0
-            inputs[5] = demand.value if charging else 0.0
-        firmware.step(t_ns, self.dt_ns, inputs, self.outputs)
+            mode = _MODE.get(demand.mode, 0.0)
+            value, speed = 0.0 if charging else demand.value, demand.speed_mps
+            charger_V, charger_A = (self.charger_voltage_V, demand.value) if charging else (0.0, 0.0)
+        if self._demand is not None:  # the VCU model: its step without the slot's arrays
+            current = self._demand(t_ns, mode, value, link_voltage_V, charger_V, charger_A)
+        else:
+            inputs = self.inputs
+            inputs[0], inputs[1], inputs[2], inputs[3], inputs[4], inputs[5] = (
+                mode, value, link_voltage_V, speed, charger_V, charger_A)
+            firmware.step(t_ns, self.dt_ns, inputs, self.outputs)
+            current = float(self.outputs[0])
         frames = firmware.transmit()
         if frames and bus is not None and not (self._silent and not hasattr(firmware, "silent")):
             for frame in frames:
@@ -256,7 +264,7 @@ class VcuHost:
                     frame.data[0] ^= 0xA5
                 bus.send(frame)
             self.last_frames.append(("tx", t_s, frames[-1]))
-        return float(self.outputs[0])
+        return current
 
 
 class CanLoop:

@@ -7,6 +7,7 @@ is a scenario that ``bms-emu run --mode lockstep`` replays to the same state, fr
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import os
@@ -16,6 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
+from bms._layout import LINK_VOLTAGE
 from bms.controller import BmsState
 from bms.errors import BmsError
 from bms.fil.loader import FirmwareSpec
@@ -144,6 +146,7 @@ class Bench:
         # an external BMS: the recording holds what it publishes, and the plant's contactor changes tick by tick
         self._view = self._fw.view if emulator.bms is None else None
         self._watch = ContactorWatch(pack) if emulator.bms is None else None
+        self._link_voltage_V = functools.partial(pack.state.scalars.item, LINK_VOLTAGE)  # Pack.link_voltage_V
         estimator = emulator.estimator
         self._soc = (lambda: estimator.pack_soc) if estimator is not None else (lambda: pack.soc)
 
@@ -161,7 +164,7 @@ class Bench:
         t = tick * self.dt_s
         if tick % self.record_every == 0 and (tl.pending or tl.active):
             tl.due(t, self.latest)
-        link_V = e.pack.link_voltage_V
+        link_V = self._link_voltage_V()
         recording = (tick + 1) % self.record_every == 0
         in_force = e.bms.limits if recording and e.bms is not None else None  # what this tick's current obeys
         current = self.can.vcu.tick(t, demand, link_V)
