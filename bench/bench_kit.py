@@ -3,6 +3,10 @@ examples per second of a property over a 60 s simulated drive on the 192s2p pack
 lockstep with full CAN), each example starting from the process's ready bench (``hil.testing.pool``).
 
     python bench/bench_kit.py [--examples 5] [--drive-s 60] [--resets 200]
+
+``--callgrind``: instructions per simulated tick of one example instead of times (deterministic on a loaded
+machine), run as ``BENCH_CALLGRIND_OUT=cg.out valgrind --tool=callgrind --collect-atstart=no
+--callgrind-out-file=cg.out python bench/bench_kit.py --callgrind --drive-s 20``.
 """
 from __future__ import annotations
 
@@ -20,7 +24,11 @@ def main() -> None:
     ap.add_argument("--examples", type=int, default=5)
     ap.add_argument("--drive-s", type=float, default=60.0)
     ap.add_argument("--resets", type=int, default=200)
+    ap.add_argument("--callgrind", action="store_true", help="instructions per tick (under valgrind)")
     args = ap.parse_args()
+    if args.callgrind:
+        _instructions(args.drive_s)
+        return
     Bench().close()  # the first bench parses the DBC and computes the observer's gains once per process
     t0 = time.process_time()
     for _ in range(10):
@@ -54,6 +62,21 @@ def main() -> None:
                       "cpu_s_for_100_examples": round(100 * per_example_s, 1),
                       "simulated_x_realtime": round(args.drive_s / per_example_s, 1),
                       "load_average_1min": round(os.getloadavg()[0], 1)}))
+
+
+def _instructions(drive_s: float) -> None:
+    import tempfile
+    from pathlib import Path
+
+    from bench_loop import Meter
+    bench = check([Power(30_000.0, 2.0)], settle_s=1.0)   # the process's ready bench, warm
+    with tempfile.TemporaryDirectory() as folder:
+        meter = Meter(True, Path(folder))
+        instructions = meter.measure(lambda: check([Power(31_000.0, drive_s)], settle_s=1.0))
+    ticks = round(drive_s / bench.dt_s)
+    close_all()
+    print(json.dumps({"drive_s": drive_s, "instructions_per_tick": round(instructions / ticks),
+                      "instructions_per_example": round(instructions)}))
 
 
 if __name__ == "__main__":
