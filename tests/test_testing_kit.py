@@ -207,6 +207,12 @@ def test_limits(drive, start):
     replay = run_scenario(scenario, mode="lockstep")
     failed = [v.name for v in replay.verdicts if not v.passed]
     assert failed == ["current_within_limits"]
+    # the report's own replay: a bus log of the shrunk case beside its scenario, which can.LogReader opens
+    log = Path(final.group(1)).with_suffix(".blf")
+    assert f"bus log of the replay: {log}\n  the replay fails: current_within_limits" in out, out
+    import can
+    frames = list(can.LogReader(str(log)))
+    assert frames and {0x100, 0x120} <= {f.arbitration_id for f in frames}
 
 
 def test_the_state_machine_passes_on_the_builtin_bms(pytester):

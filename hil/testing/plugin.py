@@ -202,9 +202,29 @@ def pytest_runtest_makereport(item, call):
     if _FAILED_BENCH in item.stash:
         sections.append(item.stash[_FAILED_BENCH])
     for path in item.stash.get(_EXPORTS, []):
-        sections.append(f"counterexample scenario: {path}\n  replay: bms-emu run {path} --mode lockstep")
+        sections.append(f"counterexample scenario: {path}\n  replay: bms-emu run {path} --mode lockstep\n"
+                        + _replayed_log(path))
     if sections:
         report.sections.append(("bms-emu", "\n\n".join(sections)))
+
+
+def _replayed_log(scenario_path) -> str:
+    """Replay the counterexample once (the shrunk case, after the test) with a bus log beside it; what it says."""
+    from pathlib import Path
+
+    from hil.runner import run_scenario
+    from hil.scenario import load_scenario
+    log = Path(scenario_path).with_suffix(".blf")
+    try:
+        result = run_scenario(load_scenario(scenario_path), mode="lockstep", plots=False,
+                              can_options={"log": [str(log)]})
+    except Exception as exc:  # noqa: BLE001 - the report of the test's own failure must not be lost to this
+        return f"  the replay could not run: {exc}"
+    failed = [v.name for v in result.verdicts if not v.passed]
+    verdict = (f"the replay fails: {', '.join(failed)}" if failed else
+               "the replay passes: what failed is not in the scenario (a check of the test's own, or frames "
+               "the scenario cannot send)")
+    return f"  bus log of the replay: {log}\n  {verdict}"
 
 
 def pytest_runtest_setup(item):
