@@ -95,6 +95,10 @@ TestMine = Mine.TestCase
     out = result.stdout.str()
     section = out[out.index("bms-emu ----"):]
     assert "t = 1.000 s simulated, BMS state READY" in section and "faults injected:" in section, out
+    # its case is exported all the same (the kit's properties held: the replay says it passes, and why)
+    scenario = re.search(r"counterexample scenario: (\S+\.toml)", section)
+    assert scenario and Path(scenario.group(1)).exists(), section
+    assert "the replay passes: what failed is not in the scenario" in section, section
 
 
 def test_a_leaking_test_fails_at_teardown(pytester):

@@ -6,6 +6,8 @@ scenario (``bms-emu run`` replays it) and raises ``PropertyFailed`` naming the f
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from hil.scenario import Expectation
 
 from . import options as _options
@@ -14,7 +16,7 @@ from .pool import ready_bench
 from .segments import Rest, Segment
 
 __all__ = ["PropertyFailed", "check", "DEFAULT_PROPERTIES", "expectations", "record_export", "take_exports",
-           "keep_failed_bench", "take_failed_bench"]
+           "keep_failed_bench", "take_failed_bench", "export_unexported", "forget_unexported"]
 
 # property -> its options (hil.properties): the safety properties a BMS and a VCU must keep
 DEFAULT_PROPERTIES = {
@@ -27,15 +29,31 @@ DEFAULT_PROPERTIES = {
 
 _exports: list = []
 _failed_bench: list[str] = []   # the last failing bench's description (simulated time, state, faults, frames)
+_unexported: list = []          # (bench, expectations) of a state machine's last example, not yet exported
 
 
 def record_export(path) -> None:
     _exports.append(path)
 
 
-def keep_failed_bench(bench: Bench) -> None:
-    """Keep ``bench``'s description for the failure report (``take_failed_bench``)."""
+def keep_failed_bench(bench: Bench, unexported: list[Expectation] | None = None) -> None:
+    """Keep ``bench``'s description for the failure report (``take_failed_bench``); with ``unexported`` (the
+    properties of a state machine's example) the bench itself too, for a counterexample written only if the test
+    fails without one (a subclass's own invariant or rule failed: ``export_unexported``)."""
     _failed_bench[:] = [bench.describe()]
+    _unexported[:] = [] if unexported is None else [(bench, unexported)]
+
+
+def export_unexported() -> Path | None:
+    """Write the kept machine bench's run as a counterexample scenario (None: none kept); forget it."""
+    if not _unexported:
+        return None
+    bench, exps = _unexported.pop()
+    return bench.export(_options.current().counterexample_dir.resolve(), exps, name="counterexample")
+
+
+def forget_unexported() -> None:
+    _unexported.clear()
 
 
 def take_failed_bench() -> str | None:

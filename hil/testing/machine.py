@@ -135,8 +135,8 @@ class BmsMachine(RuleBasedStateMachine):
     def teardown(self):
         if self.bench is not None:
             # the failure report shows the bench of the last example (hypothesis runs the shrunk failing one last),
-            # whatever failed in it: a kit property, a subclass's own invariant or rule
-            keep_failed_bench(self.bench)
+            # whatever failed in it: a kit property, a subclass's own invariant or rule (then the plugin exports it)
+            keep_failed_bench(self.bench, expectations(self.properties) if self.export else None)
         if self.bench is not None and not self._pooled:
             self.bench.close()   # a pooled bench stays open for the next example's reset
 

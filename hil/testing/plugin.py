@@ -189,7 +189,7 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     item.stash.setdefault(_REPORTS, {})[report.when] = report
-    from .check import take_exports, take_failed_bench
+    from .check import export_unexported, forget_unexported, take_exports, take_failed_bench
     from .export import remove_superseded
     exports = item.stash.setdefault(_EXPORTS, [])
     exports[:] = remove_superseded([*exports, *take_exports()])  # the shrunk case, not every example on the way
@@ -197,7 +197,16 @@ def pytest_runtest_makereport(item, call):
     if described is not None:
         item.stash[_FAILED_BENCH] = described
     if not report.failed:
+        forget_unexported()
         return
+    if not exports:   # a state machine failed on something of its own: its last (shrunk) example as the case
+        try:
+            path = export_unexported()
+        except Exception as exc:  # noqa: BLE001 - the report of the test's own failure must not be lost to this
+            report.sections.append(("bms-emu", f"the failing example could not be exported: {exc}"))
+            path = None
+        if path is not None:
+            exports.append(path)
     sections = [bench.describe() for bench in item.stash.get(_BENCHES, [])]
     if _FAILED_BENCH in item.stash:
         sections.append(item.stash[_FAILED_BENCH])
@@ -228,9 +237,10 @@ def _replayed_log(scenario_path) -> str:
 
 
 def pytest_runtest_setup(item):
-    from .check import take_exports, take_failed_bench
+    from .check import forget_unexported, take_exports, take_failed_bench
     take_exports()  # a counterexample belongs to the test that wrote it
     take_failed_bench()
+    forget_unexported()
 
 
 def pytest_collection_modifyitems(items):
