@@ -45,6 +45,38 @@ def test_plain_virtual_handles_and_lockstep_handles_hear_each_other_in_order():
             bus.shutdown()
 
 
+
+@pytest.mark.parametrize("handover", [False, True])
+def test_a_handed_over_frame_reaches_every_receiver_as_a_copy_would(handover):
+    """``send(msg, handover=True)``: the sender keeps no reference, so the last LockstepBus receiver that takes the
+    frame gets ``msg`` itself (one copy fewer a frame); every receiver still gets a frame of its own, with the
+    sender's time, the channel and ``is_rx``, and plain virtual handles and filters are served as before."""
+    a, b, c = LockstepBus("lb-hand"), LockstepBus("lb-hand", can_filters=[_STATUS]), LockstepBus("lb-hand")
+    own = LockstepBus("lb-hand", receive_own_messages=True)
+    plain = can.Bus(interface="virtual", channel="lb-hand", preserve_timestamps=True)
+    try:
+        first, second = Frame.build(0x100, b"\x01\x02", timestamp=0.5), Frame.build(0x200, b"\x03", timestamp=0.6)
+        a.send(first, handover=handover)
+        a.send(second, handover=handover)
+        own.send(Frame.build(0x300, b"\x04", timestamp=0.7), handover=handover)
+        heard = {name: _drain(bus) for name, bus in (("b", b), ("c", c), ("own", own), ("plain", plain))}
+        assert [bytes(m.data) for m in heard["b"]] == [b"\x01\x02"]          # its filter
+        assert [bytes(m.data) for m in heard["c"]] == [b"\x01\x02", b"\x03", b"\x04"]
+        assert [(bytes(m.data), m.is_rx) for m in heard["own"]] == [(b"\x01\x02", True), (b"\x03", True),
+                                                                     (b"\x04", False)]   # its own frame
+        assert [bytes(m.data) for m in heard["plain"]] == [b"\x01\x02", b"\x03", b"\x04"]
+        assert [bytes(m.data) for m in _drain(a)] == [b"\x04"]
+        frames = [m for got in heard.values() for m in got]
+        assert len({id(m) for m in frames}) == len(frames)                  # a frame of its own each
+        assert all(m.channel == "lb-hand" for m in frames)
+        assert [m.timestamp for m in heard["c"]] == [0.5, 0.6, 0.7]
+        assert any(m is first for m in frames) is handover                  # the original went to one of them
+        heard["c"][0].data[0] = 0xFF
+        assert [m.data[0] for m in (*heard["b"], heard["own"][0], heard["plain"][0])] == [1, 1, 1]
+    finally:
+        for bus in (a, b, c, own, plain):
+            bus.shutdown()
+
 _filter = st.fixed_dictionaries({"can_id": st.integers(0, 0x1FFFFFFF),
                                  "can_mask": st.sampled_from([0x7FF, 0x1FFFFFFF, 0x700, 0, 0x1FFFFF00])},
                                 optional={"extended": st.booleans()})

@@ -168,13 +168,17 @@ class LockstepBus(VirtualBus):
                 return None
         return super().recv(timeout)  # blocking, or a closed bus (python-can's error)
 
-    def send(self, msg: can.Message, timeout: float | None = None) -> None:
+    def send(self, msg: can.Message, timeout: float | None = None, *, handover: bool = False) -> None:
+        """python-can's ``send``. ``handover``: the sender will not touch ``msg`` again (it keeps no reference), so
+        the last ``LockstepBus`` receiver that takes it gets ``msg`` itself, made its received copy (timestamp,
+        channel, ``is_rx``), instead of a copy: one copy fewer for a frame built to be sent."""
         self._check_if_open()
         timestamp = msg.timestamp if self.preserve_timestamps else time.time()
         channel = self.channel_id
         mine = self.queue
         all_sent = True
         own = type(msg) is Frame  # the cheap copy
+        held: _FilteredQueue | None = None   # with handover: the receiver taken last, which gets msg itself
         for bus_queue in self.channel:
             if bus_queue is mine and not self.receive_own_messages:
                 continue
@@ -186,14 +190,16 @@ class LockstepBus(VirtualBus):
                         continue
                 elif not bus_queue.accepts(msg):
                     continue
+                target: _FilteredQueue | None
+                if handover:   # the one held before gets a copy; this one waits: it may be the last
+                    target, held = held, bus_queue
+                    if target is None:
+                        continue
+                else:
+                    target = bus_queue
                 copy = msg.received_copy(timestamp, channel) if own else _rx_copy(  # type: ignore[attr-defined]
                     msg, timestamp, channel)
-                if bus_queue is mine:
-                    copy.is_rx = False
-                bus_queue.queue.append(copy)
-                if bus_queue.waiting:
-                    with bus_queue.not_empty:
-                        bus_queue.not_empty.notify()
+                _deliver(target, copy, mine)
                 continue
             copy = _rx_copy(msg, timestamp, channel)  # a plain VirtualBus handle: python-can's own path
             copy.is_rx = bus_queue is not mine
@@ -201,8 +207,19 @@ class LockstepBus(VirtualBus):
                 bus_queue.put(copy, block=True, timeout=timeout)
             except queue.Full:
                 all_sent = False
+        if held is not None:
+            msg.timestamp, msg.channel = timestamp, channel
+            _deliver(held, msg, mine)
         if not all_sent:
             raise can.CanOperationError("Could not send message to one or more recipients")
+
+
+def _deliver(bus_queue: _FilteredQueue, frame, mine) -> None:
+    frame.is_rx = bus_queue is not mine
+    bus_queue.queue.append(frame)
+    if bus_queue.waiting:
+        with bus_queue.not_empty:
+            bus_queue.not_empty.notify()
 
 
 def _ids_heard(channel, mine) -> frozenset | None:

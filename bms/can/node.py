@@ -764,7 +764,7 @@ class CanNode:
             prepared.clear()
             return
         bus, clock, batch = self.bus, self.clock, self._log_batch
-        send = bus.send
+        send: Any = bus.send   # a LockstepBus takes handover=True
         sent = 0
         echoes = self._echoes
         stamp = clock.timestamp(t_ns)
@@ -788,6 +788,9 @@ class CanNode:
                 if deferred_for is not None and self._heard is not None and self._heard() is not deferred_for:
                     # a handle joined, left or changed its filters since: build what was left unbuilt
                     prepared[:] = [(st, self._frame_of(*msg) if type(msg) is tuple else msg) for st, msg in prepared]
+                # frames this node built and keeps no reference to (no log, no echo check): the receiver taking
+                # it gets the frame itself (LockstepBus.send's handover), not a copy
+                handover = self._heard is not None and self._firmware is None
                 for st, msg in prepared:
                     if type(msg) is tuple:  # heard by nobody: counted and timed as sent
                         sent += 1
@@ -795,7 +798,10 @@ class CanNode:
                         continue
                     msg.timestamp = stamp
                     try:
-                        send(msg)
+                        if handover:
+                            send(msg, handover=True)
+                        else:
+                            send(msg)
                     except (can.CanError, OSError) as exc:
                         self._tx_failed(exc, t_ns)
                         continue
