@@ -168,6 +168,30 @@ def test_a_run_of_t_seconds_is_t_seconds_whether_or_not_it_was_powered_on_first(
     assert report.ticks == 300 and report.simulated_s == pytest.approx(3.0)
     assert {r["message"]: r["frames"] for r in report.cycle_times}["BMS_Status"] == 300
 
+
+@pytest.mark.parametrize("lockstep_bus", [False, True])
+def test_a_flood_is_read_max_rx_per_tick_frames_a_tick_on_either_bus(request, lockstep_bus):
+    """12 frames in one tick with ``max_rx_per_tick=5``: 5 a tick, the overflow counted where frames were left,
+    on python-can's virtual bus (read frame by frame) and on a LockstepBus (read in one call)."""
+    from bms.can.lockstep_bus import LockstepBus
+    channel = channel_name(request)
+    bus = LockstepBus(channel) if lockstep_bus else can.Bus(interface="virtual", channel=channel)
+    peer = can.Bus(interface="virtual", channel=channel)
+    node = CanNode(make_emulator(), bus=bus, max_rx_per_tick=5, diag=None)
+    try:
+        node.start()
+        for k in range(12):
+            peer.send(can.Message(arbitration_id=0x7A0, data=bytes([k]), is_extended_id=False))
+        seen = []
+        for _ in range(4):
+            node.step()
+            seen.append((node.counters["rx_frames"], node.counters["rx_overflow_ticks"]))
+        assert seen == [(5, 1), (10, 2), (12, 2), (12, 2)]
+    finally:
+        node.close()
+        bus.shutdown()
+        peer.shutdown()
+
 def test_cycle_time_statistics_of_a_lockstep_run_are_exact(request):
     node = CanNode(make_emulator(), channel=channel_name(request))
     try:
