@@ -33,7 +33,6 @@ OPEN, CLOSE = 1, 2  # VAL_ of VCU_Command.ContactorRequest
 _OWN_HANDLE = ("virtual", "udp_multicast", "socketcan")  # interfaces where a second handle hears the first
 _LOCKSTEP_OPTIONS = {"interface", "channel", "bitrate", "fd", "data_bitrate"}  # what a virtual bus may be given
 _RX_ERRORS_PER_TICK = 64
-_RX_MAX = 1 << 30   # frames read a tick from a LockstepBus: all there are
 
 
 class CanVcu(Firmware):
@@ -195,7 +194,6 @@ class VcuHost:
             else None
         # the VCU model builds each frame anew and keeps none: the BMS's handle may take the frame itself
         self._handover = isinstance(firmware, CanVcu) and type(bus) is LockstepBus
-        self._recv_queued = bus.recv_queued if isinstance(bus, LockstepBus) else None
         firmware.open(vcu_layout(), self.dt_ns)
 
     # the VCU faults a scenario injects: the firmware's own if it models them, else dropped frames
@@ -229,15 +227,7 @@ class VcuHost:
             return demand_current_A(demand, link_voltage_V, limits.discharge_current_A, limits.charge_current_A)
         firmware, bus = self.firmware, self.bus
         t_ns = int(round(t_s * 1e9))
-        if bus is not None and self._recv_queued is not None:   # a LockstepBus: what is queued, in one call
-            try:
-                frames = self._recv_queued(_RX_MAX)
-            except (can.CanError, OSError) as exc:
-                raise BusFailure(f"the VCU model's bus failed: {exc}") from exc
-            receive = firmware.receive
-            for msg in frames:
-                receive(msg, t_ns)
-        elif bus is not None:
+        if bus is not None:
             recv, receive = bus.recv, firmware.receive
             errors = 0
             while errors < _RX_ERRORS_PER_TICK:

@@ -77,24 +77,6 @@ def test_a_handed_over_frame_reaches_every_receiver_as_a_copy_would(handover):
         for bus in (a, b, c, own, plain):
             bus.shutdown()
 
-
-def test_recv_queued_returns_what_recv_would_call_after_call():
-    a, b = LockstepBus("lb-queued"), LockstepBus("lb-queued")
-    try:
-        for k in range(5):
-            a.send(Frame.build(0x100 + k, bytes([k]), timestamp=0.1 * k))
-        got = b.recv_queued(3)
-        assert [m.arbitration_id for m in got] == [0x100, 0x101, 0x102] and all(m.is_rx for m in got)
-        assert [m.arbitration_id for m in _drain(b)] == [0x103, 0x104]   # the rest stayed queued, in order
-        assert b.recv_queued(10) == []
-    finally:
-        a.shutdown()
-        b.shutdown()
-    with pytest.raises(can.CanOperationError):
-        b.recv(0)
-    with pytest.raises(can.CanOperationError):
-        b.recv_queued(10)
-
 _filter = st.fixed_dictionaries({"can_id": st.integers(0, 0x1FFFFFFF),
                                  "can_mask": st.sampled_from([0x7FF, 0x1FFFFFFF, 0x700, 0, 0x1FFFFF00])},
                                 optional={"extended": st.booleans()})

@@ -172,7 +172,7 @@ def test_a_run_of_t_seconds_is_t_seconds_whether_or_not_it_was_powered_on_first(
 @pytest.mark.parametrize("lockstep_bus", [False, True])
 def test_a_flood_is_read_max_rx_per_tick_frames_a_tick_on_either_bus(request, lockstep_bus):
     """12 frames in one tick with ``max_rx_per_tick=5``: 5 a tick, the overflow counted where frames were left,
-    on python-can's virtual bus (read frame by frame) and on a LockstepBus (read in one call)."""
+    on python-can's virtual bus and on a LockstepBus."""
     from bms.can.lockstep_bus import LockstepBus
     channel = channel_name(request)
     bus = LockstepBus(channel) if lockstep_bus else can.Bus(interface="virtual", channel=channel)

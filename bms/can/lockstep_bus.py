@@ -168,29 +168,11 @@ class LockstepBus(VirtualBus):
                 return None
         return super().recv(timeout)  # blocking, or a closed bus (python-can's error)
 
-    def recv_queued(self, limit: int) -> list:
-        """What ``recv(0)`` returns call after call until None, in one call: the frames queued now, at most
-        ``limit`` (the rest stay queued). A closed bus raises as ``recv`` does."""
-        if not self._open:
-            self._check_if_open()
-        rx = self._rx
-        out: list[can.Message] = []
-        while rx and len(out) < limit:
-            try:
-                out.append(rx.popleft())
-            except IndexError:  # another thread read it first
-                break
-        if out and _LOG.isEnabledFor(self.RECV_LOGGING_LEVEL):
-            for msg in out:
-                _LOG.log(self.RECV_LOGGING_LEVEL, "Received: %s", msg)
-        return out
-
     def send(self, msg: can.Message, timeout: float | None = None, *, handover: bool = False) -> None:
         """python-can's ``send``. ``handover``: the sender will not touch ``msg`` again (it keeps no reference), so
         the last ``LockstepBus`` receiver that takes it gets ``msg`` itself, made its received copy (timestamp,
         channel, ``is_rx``), instead of a copy: one copy fewer for a frame built to be sent."""
-        if not self._open:
-            self._check_if_open()
+        self._check_if_open()
         timestamp = msg.timestamp if self.preserve_timestamps else time.time()
         channel = self.channel_id
         mine = self.queue

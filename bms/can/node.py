@@ -407,7 +407,6 @@ class CanNode:
                                         else bool(controller_error_frames))
         # udp_multicast hands every socket of the group its own datagrams, unmarked: match them to what was sent
         self._echoes: deque | None = deque(maxlen=_ECHOES_MAX) if _hears_own_sends_unmarked(self.bus) else None
-        self._recv_queued = getattr(self.bus, "recv_queued", None)   # a LockstepBus reads what is queued at once
         try:
             rt = getattr(self.clock, "rt_priority", None)
             # the bus's name: a virtual bus's is its channel_id (its channel is a list of queues)
@@ -901,33 +900,23 @@ class CanNode:
             if self._rx:
                 self._check_timeouts(t_ns)
             return
-        if self._recv_queued is not None:   # a LockstepBus: what is queued, in one call
+        errors = 0
+        while len(pending) < self.max_rx_per_tick:
             try:
-                pending.extend(self._recv_queued(self.max_rx_per_tick - len(pending)))
+                msg = recv(0)
             except _RX_EXCEPTIONS as exc:
                 self._rx_error(exc, t_ns)
-            else:
-                self._rx_failing_since_ns = None
-            if len(pending) >= self.max_rx_per_tick:
-                self.counters["rx_overflow_ticks"] += 1
-        else:
-            errors = 0
-            while len(pending) < self.max_rx_per_tick:
-                try:
-                    msg = recv(0)
-                except _RX_EXCEPTIONS as exc:
-                    self._rx_error(exc, t_ns)
-                    errors += 1
-                    if errors >= _RX_ERRORS_PER_TICK:
-                        break
-                    continue
-                errors = 0
-                self._rx_failing_since_ns = None
-                if msg is None:
+                errors += 1
+                if errors >= _RX_ERRORS_PER_TICK:
                     break
-                pending.append(msg)
-            else:
-                self.counters["rx_overflow_ticks"] += 1
+                continue
+            errors = 0
+            self._rx_failing_since_ns = None
+            if msg is None:
+                break
+            pending.append(msg)
+        else:
+            self.counters["rx_overflow_ticks"] += 1
         if pending:
             for msg in pending:
                 self._on_frame(msg, t_ns)
