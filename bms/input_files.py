@@ -85,4 +85,6 @@ def suggest(word: str, options, *, list_all: bool = True) -> str:
     close = difflib.get_close_matches(word, list(options), n=1)
     if close:
         return f"; did you mean {close[0]!r}?"
-    return f"; expected one of {', '.join(sorted(options))}" if list_all else ""
+    if not list_all:
+        return ""
+    return f"; expected one of {', '.join(o if o.isprintable() else repr(o) for o in sorted(options))}"

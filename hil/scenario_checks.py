@@ -32,6 +32,10 @@ TEMP_RANGE_C = (-60.0, 120.0)   # what the emulator accepts for ambient and cool
 CONTACTORS = ("main_positive", "main_negative", "precharge")
 SINGLE_CHANNELS = ("current", "pack_voltage", "link_voltage")
 TRIGGERED = ("event", "dtc")    # expectations with an ``after`` trigger
+# the first word of every event name a run records: the BMS's (hil.runner.event_name), the UDS server's and
+# DTCs, the scenario's tester (uds:), [[frame]] injections, the live bench control, a firmware's published ones
+EVENT_FAMILIES = ("state", "contactor", "fault", "precharge", "charge", "balancing", "dtc", "request", "comm",
+                  "diag", "uds", "frame", "bench")
 
 
 def check_scenario(scenario: Scenario, loc, max_ticks: int = MAX_TICKS) -> None:
@@ -293,13 +297,17 @@ def _pattern_keys(kind: str) -> tuple[str, ...]:
 
 
 def event_pattern_error(pattern: str, *, builtin_bms: bool) -> str | None:
-    """Why an event pattern (``event`` or ``after``) can match no event of a run, or None. Only the families
-    with fixed names are checked: ``fault:PROTECTION:LEVEL`` and ``state:STATE`` (names of the built-in BMS,
-    checked only with it: a firmware publishes its own), ``contactor:NAME:open|closed`` (the plant's)."""
+    """Why an event pattern (``event`` or ``after``) can match no event of a run, or None: a family no event has
+    (``warning:*`` passed as absent); inside the families with fixed names, ``fault:PROTECTION:LEVEL`` and
+    ``state:STATE`` (names of the built-in BMS, checked only with it: a firmware publishes its own) and
+    ``contactor:NAME:open|closed`` (the plant's)."""
     from bms.controller import BmsState
     from bms.faults import FaultLevel, Protection
 
     family, _, rest = pattern.partition(":")
+    if family not in (*EVENT_FAMILIES, "inject", "start", "") and not any(c in family for c in "*?["):
+        return (f"no event family {family!r}{suggest(family, EVENT_FAMILIES)} (a trigger may also be "
+                f"inject:NAME or start)")
     parts = rest.split(":") if rest else []
     fixed = [not any(c in part for c in "*?[") for part in parts]
     if family == "fault" and parts and fixed[0] and parts[0] != "latch":

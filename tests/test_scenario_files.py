@@ -162,6 +162,10 @@ after = "inject:wire"
      "contactor:NAME:open or contactor:NAME:closed"),
     ('after = "inject:wire"', 'after = "wire"', "expect[1].after", "the fault's injection is 'inject:wire'"),
     ('after = "inject:wire"', 'after = "fault:COMM_FAULT"', "expect[1].after", "fault:PROTECTION:LEVEL"),
+    # a family no event has: absent = true would pass whatever happened
+    ('event = "contactor:main_positive:open"', 'event = "warning:*"', "expect[1].event",
+     "no event family 'warning'"),
+    ('after = "inject:wire"', 'after = "falt:COMM_FAULT:ERROR"', "expect[1].after", "did you mean 'fault'"),
 ])
 def test_event_patterns_that_can_match_no_event_are_refused_on_load(old, new, key, message):
     with pytest.raises(ScenarioError) as info:
@@ -170,7 +174,9 @@ def test_event_patterns_that_can_match_no_event_are_refused_on_load(old, new, ke
 
 
 @pytest.mark.parametrize("event", ["fault:*", "fault:latch:set", "fault:CELL_VOLTAGE_SENSOR:*", "uds:vin:positive",
-                                   "contactor:*:open", "state:DRIVING", "fault:OWN_FIRMWARE_FAULT:ERROR"])
+                                   "contactor:*:open", "state:DRIVING", "fault:OWN_FIRMWARE_FAULT:ERROR", "charge",
+                                   "diag:session:*", "dtc:*", "frame:*", "bench:inject:*", "precharge:complete",
+                                   "*:open", "[fs]*"])
 def test_event_patterns_of_any_family_and_firmware_names_parse(event):
     s = parse_scenario(NAMED_FAULT.replace('event = "contactor:main_positive:open"', f'event = "{event}"'), "ok.toml")
     assert s.expectations[1].options["event"] == event
