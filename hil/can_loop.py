@@ -8,7 +8,7 @@ the firmware under test on the bus commands the BMS and the model only applies t
 """
 from __future__ import annotations
 
-from typing import cast
+import functools
 
 import can
 import numpy as np
@@ -192,8 +192,10 @@ class VcuHost:
         self.bad_frames = 0  # what its handle could not decode (the node counts the same stray frames)
         self._demand = firmware.demand if isinstance(firmware, CanVcu) and type(firmware).step is CanVcu.step \
             else None
-        # the VCU model builds each frame anew and keeps none: the BMS's handle may take the frame itself
-        self._handover = isinstance(firmware, CanVcu) and type(bus) is LockstepBus
+        self._send = bus.send if bus is not None else None
+        if isinstance(firmware, CanVcu) and isinstance(bus, LockstepBus):
+            # the VCU model builds each frame anew and keeps none: the BMS's handle may take the frame itself
+            self._send = functools.partial(bus.send, handover=True)
         firmware.open(vcu_layout(), self.dt_ns)
 
     # the VCU faults a scenario injects: the firmware's own if it models them, else dropped frames
@@ -258,15 +260,13 @@ class VcuHost:
             firmware.step(t_ns, self.dt_ns, inputs, self.outputs)
             current = float(self.outputs[0])
         frames = firmware.transmit()
-        if frames and bus is not None and not (self._silent and not hasattr(firmware, "silent")):
+        send = self._send
+        if frames and send is not None and not (self._silent and not hasattr(firmware, "silent")):
             for frame in frames:
                 frame.timestamp = t_s
                 if self.corrupt_frames == "crc":
                     frame.data[0] ^= 0xA5
-                if self._handover:
-                    cast(LockstepBus, bus).send(frame, handover=True)
-                else:
-                    bus.send(frame)
+                send(frame)
         return current
 
 

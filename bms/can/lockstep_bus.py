@@ -199,7 +199,12 @@ class LockstepBus(VirtualBus):
                     target = bus_queue
                 copy = msg.received_copy(timestamp, channel) if own else _rx_copy(  # type: ignore[attr-defined]
                     msg, timestamp, channel)
-                _deliver(target, copy, mine)
+                if target is mine:
+                    copy.is_rx = False
+                target.queue.append(copy)
+                if target.waiting:
+                    with target.not_empty:
+                        target.not_empty.notify()
                 continue
             copy = _rx_copy(msg, timestamp, channel)  # a plain VirtualBus handle: python-can's own path
             copy.is_rx = bus_queue is not mine
@@ -208,18 +213,13 @@ class LockstepBus(VirtualBus):
             except queue.Full:
                 all_sent = False
         if held is not None:
-            msg.timestamp, msg.channel = timestamp, channel
-            _deliver(held, msg, mine)
+            msg.timestamp, msg.channel, msg.is_rx = timestamp, channel, held is not mine
+            held.queue.append(msg)
+            if held.waiting:
+                with held.not_empty:
+                    held.not_empty.notify()
         if not all_sent:
             raise can.CanOperationError("Could not send message to one or more recipients")
-
-
-def _deliver(bus_queue: _FilteredQueue, frame, mine) -> None:
-    frame.is_rx = bus_queue is not mine
-    bus_queue.queue.append(frame)
-    if bus_queue.waiting:
-        with bus_queue.not_empty:
-            bus_queue.not_empty.notify()
 
 
 def _ids_heard(channel, mine) -> frozenset | None:

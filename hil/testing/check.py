@@ -6,6 +6,7 @@ scenario (``bms-emu run`` replays it) and raises ``PropertyFailed`` naming the f
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from hil.scenario import Expectation
@@ -16,7 +17,7 @@ from .pool import ready_bench
 from .segments import Rest, Segment
 
 __all__ = ["PropertyFailed", "check", "DEFAULT_PROPERTIES", "expectations", "record_export", "take_exports",
-           "keep_failed_bench", "take_failed_bench", "export_unexported", "forget_unexported"]
+           "keep_failed_bench", "take_failed_bench"]
 
 # property -> its options (hil.properties): the safety properties a BMS and a VCU must keep
 DEFAULT_PROPERTIES = {
@@ -28,8 +29,8 @@ DEFAULT_PROPERTIES = {
 }
 
 _exports: list = []
-_failed_bench: list[str] = []   # the last failing bench's description (simulated time, state, faults, frames)
-_unexported: list = []          # (bench, expectations) of a state machine's last example, not yet exported
+# the last failing bench's description (simulated time, state, faults, frames) and a machine example's export
+_failed_bench: list[tuple[str, Callable[[], Path] | None]] = []
 
 
 def record_export(path) -> None:
@@ -38,28 +39,18 @@ def record_export(path) -> None:
 
 def keep_failed_bench(bench: Bench, unexported: list[Expectation] | None = None) -> None:
     """Keep ``bench``'s description for the failure report (``take_failed_bench``); with ``unexported`` (the
-    properties of a state machine's example) the bench itself too, for a counterexample written only if the test
-    fails without one (a subclass's own invariant or rule failed: ``export_unexported``)."""
-    _failed_bench[:] = [bench.describe()]
-    _unexported[:] = [] if unexported is None else [(bench, unexported)]
+    properties of a state machine's example) also a way to write its run as a counterexample, which the plugin
+    takes if the test fails without one (a subclass's own invariant or rule failed)."""
+    export = None if unexported is None else lambda: bench.export(
+        _options.current().counterexample_dir.resolve(), unexported, name="counterexample")
+    _failed_bench[:] = [(bench.describe(), export)]
 
 
-def export_unexported() -> Path | None:
-    """Write the kept machine bench's run as a counterexample scenario (None: none kept); forget it."""
-    if not _unexported:
-        return None
-    bench, exps = _unexported.pop()
-    return bench.export(_options.current().counterexample_dir.resolve(), exps, name="counterexample")
-
-
-def forget_unexported() -> None:
-    _unexported.clear()
-
-
-def take_failed_bench() -> str | None:
-    """What the last failing ``check`` or ``BmsMachine`` bench looked like when it failed (``Bench.describe``), since
-    the last call: the pytest plugin's failure report shows it (the bench itself is reset by the next example)."""
-    out = _failed_bench[-1] if _failed_bench else None
+def take_failed_bench() -> tuple[str | None, Callable[[], Path] | None]:
+    """What the last failing ``check`` or ``BmsMachine`` bench looked like when it failed (``Bench.describe``), and
+    the export kept with it (or None), since the last call: the pytest plugin's failure report shows it (the bench
+    itself is reset by the next example)."""
+    out = _failed_bench[-1] if _failed_bench else (None, None)
     _failed_bench.clear()
     return out
 

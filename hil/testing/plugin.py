@@ -29,6 +29,7 @@ _BENCHES = pytest.StashKey[list]()
 _REPORTS = pytest.StashKey[dict]()
 _EXPORTS = pytest.StashKey[list]()
 _FAILED_BENCH = pytest.StashKey[str]()
+_REPLAYS = pytest.StashKey[dict]()
 
 
 _register_profiles()  # before pytest's hypothesis plugin reads --hypothesis-profile
@@ -189,30 +190,30 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     item.stash.setdefault(_REPORTS, {})[report.when] = report
-    from .check import export_unexported, forget_unexported, take_exports, take_failed_bench
+    from .check import take_exports, take_failed_bench
     from .export import remove_superseded
     exports = item.stash.setdefault(_EXPORTS, [])
     exports[:] = remove_superseded([*exports, *take_exports()])  # the shrunk case, not every example on the way
-    described = take_failed_bench()   # the bench of a failing check() or BmsMachine (the pool's, not the test's)
+    # the bench of a failing check() or BmsMachine (the pool's, not the test's), and a machine example's export
+    described, export = take_failed_bench()
     if described is not None:
         item.stash[_FAILED_BENCH] = described
     if not report.failed:
-        forget_unexported()
         return
-    if not exports:   # a state machine failed on something of its own: its last (shrunk) example as the case
-        try:
-            path = export_unexported()
+    if not exports and export is not None:   # a state machine failed on something of its own: its last (shrunk)
+        try:                                  # example as the case
+            exports.append(export())
         except Exception as exc:  # noqa: BLE001 - the report of the test's own failure must not be lost to this
             report.sections.append(("bms-emu", f"the failing example could not be exported: {exc}"))
-            path = None
-        if path is not None:
-            exports.append(path)
     sections = [bench.describe() for bench in item.stash.get(_BENCHES, [])]
     if _FAILED_BENCH in item.stash:
         sections.append(item.stash[_FAILED_BENCH])
+    replays = item.stash.setdefault(_REPLAYS, {})   # once per case, also if the teardown fails after the call
     for path in item.stash.get(_EXPORTS, []):
+        if path not in replays:
+            replays[path] = _replayed_log(path)
         sections.append(f"counterexample scenario: {path}\n  replay: bms-emu run {path} --mode lockstep\n"
-                        + _replayed_log(path))
+                        + replays[path])
     if sections:
         report.sections.append(("bms-emu", "\n\n".join(sections)))
 
@@ -237,10 +238,9 @@ def _replayed_log(scenario_path) -> str:
 
 
 def pytest_runtest_setup(item):
-    from .check import forget_unexported, take_exports, take_failed_bench
+    from .check import take_exports, take_failed_bench
     take_exports()  # a counterexample belongs to the test that wrote it
     take_failed_bench()
-    forget_unexported()
 
 
 def pytest_collection_modifyitems(items):
