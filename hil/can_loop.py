@@ -8,7 +8,7 @@ the firmware under test on the bus commands the BMS and the model only applies t
 """
 from __future__ import annotations
 
-import functools
+from typing import Any
 
 import can
 import numpy as np
@@ -192,10 +192,8 @@ class VcuHost:
         self.bad_frames = 0  # what its handle could not decode (the node counts the same stray frames)
         self._demand = firmware.demand if isinstance(firmware, CanVcu) and type(firmware).step is CanVcu.step \
             else None
-        self._send = bus.send if bus is not None else None
-        if isinstance(firmware, CanVcu) and isinstance(bus, LockstepBus):
-            # the VCU model builds each frame anew and keeps none: the BMS's handle may take the frame itself
-            self._send = functools.partial(bus.send, handover=True)
+        # the VCU model builds each frame anew and keeps none: the BMS's handle may take the frame itself
+        self._handover = isinstance(firmware, CanVcu) and isinstance(bus, LockstepBus)
         firmware.open(vcu_layout(), self.dt_ns)
 
     # the VCU faults a scenario injects: the firmware's own if it models them, else dropped frames
@@ -260,13 +258,16 @@ class VcuHost:
             firmware.step(t_ns, self.dt_ns, inputs, self.outputs)
             current = float(self.outputs[0])
         frames = firmware.transmit()
-        send = self._send
-        if frames and send is not None and not (self._silent and not hasattr(firmware, "silent")):
+        if frames and bus is not None and not (self._silent and not hasattr(firmware, "silent")):
+            send: Any = bus.send   # a LockstepBus takes handover=True
             for frame in frames:
                 frame.timestamp = t_s
                 if self.corrupt_frames == "crc":
                     frame.data[0] ^= 0xA5
-                send(frame)
+                if self._handover:   # a keyword call: cheaper than through a functools.partial
+                    send(frame, handover=True)
+                else:
+                    send(frame)
         return current
 
 

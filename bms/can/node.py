@@ -28,7 +28,6 @@ bus) is counted and the run goes on.
 from __future__ import annotations
 
 import errno
-import functools
 import math
 import threading
 import time
@@ -428,10 +427,6 @@ class CanNode:
         self._heard = getattr(self.bus, "heard", None) if self.log is None and not self.clock.realtime \
             and self._echoes is None else None
         self._deferred_for: frozenset | None = None   # what heard() said when frames were left unbuilt
-        # lockstep sends of the frames this node built and keeps no reference to (a LockstepBus, no log, no echo
-        # check, no firmware's frames): the receiver taking one gets the frame itself, not a copy
-        self._send_built = functools.partial(cast(Any, self.bus).send, handover=True) \
-            if self._heard is not None and self._firmware is None else self.bus.send
         if self.diag is not None:
             self.diag.attach(self.clock.now_ns, self._send_diag)
 
@@ -769,7 +764,7 @@ class CanNode:
             prepared.clear()
             return
         bus, clock, batch = self.bus, self.clock, self._log_batch
-        send = bus.send
+        send: Any = bus.send   # a LockstepBus takes handover=True
         sent = 0
         echoes = self._echoes
         stamp = clock.timestamp(t_ns)
@@ -793,7 +788,9 @@ class CanNode:
                 if deferred_for is not None and self._heard is not None and self._heard() is not deferred_for:
                     # a handle joined, left or changed its filters since: build what was left unbuilt
                     prepared[:] = [(st, self._frame_of(*msg) if type(msg) is tuple else msg) for st, msg in prepared]
-                send = self._send_built
+                # frames this node built and keeps no reference to (a LockstepBus, no log, no echo check, no
+                # firmware's frames): the receiver taking one gets the frame itself, not a copy
+                handover = self._heard is not None and self._firmware is None
                 for st, msg in prepared:
                     if type(msg) is tuple:  # heard by nobody: counted and timed as sent
                         sent += 1
@@ -801,7 +798,10 @@ class CanNode:
                         continue
                     msg.timestamp = stamp
                     try:
-                        send(msg)
+                        if handover:   # a keyword call: cheaper than through a functools.partial
+                            send(msg, handover=True)
+                        else:
+                            send(msg)
                     except (can.CanError, OSError) as exc:
                         self._tx_failed(exc, t_ns)
                         continue
